@@ -1,0 +1,39 @@
+"""What every command shares: one-line errors with exit code 2, and the --storage option."""
+
+from __future__ import annotations
+
+import click
+
+from tuner.errors import TuneError
+
+
+class UserError(click.ClickException):
+    """Printed by Click as one line, `Error: ...`, with exit code 2."""
+
+    exit_code = 2
+
+
+class TuneGroup(click.Group):
+    """A group whose commands turn user errors (bad options, TuneError) into one line and exit code 2.
+
+    Click's own usage errors print a usage block; here they become one line that names the fix. `tune --debug`
+    shows the traceback of a TuneError instead.
+    """
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as e:
+            hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+            raise UserError(f"{e.format_message()}{hint}") from None
+        except TuneError as e:
+            if ctx.params.get("debug"):
+                raise
+            raise UserError(str(e)) from None
+
+
+storage_option = click.option(
+    "--storage", envvar="TUNE_STORAGE", metavar="URL",
+    help="Optuna storage URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
+         "[env TUNE_STORAGE; default: ~/.local/share/tune/tune.db].",
+)

@@ -1,0 +1,70 @@
+"""The model families a study can search, shaped from the dataset (channels, image size, classes).
+
+Every model takes the uint8 images as they are stored and normalizes them itself, so saved weights carry their
+own preprocessing and production code feeds raw images.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Standardize(nn.Module):
+    """uint8 (or [0, 1] float) images -> per-channel standardized floats."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        return (x - self.mean) / self.std
+
+
+def _classifier(features: nn.Module, shape: tuple[int, int, int], hidden: tuple[int, ...], num_classes: int,
+                dropout: float) -> nn.Sequential:
+    """features, then fully connected hidden layers (each ReLU, then dropout) and the output layer."""
+    with torch.no_grad():
+        width = features(torch.zeros(1, *shape)).flatten(1).shape[1]
+    layers: list[nn.Module] = [features, nn.Flatten()]
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def mlp(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
+    """The tutorials' MLP: 784-512-512-10 on 28x28 images."""
+    return _classifier(nn.Identity(), shape, (512, 512), num_classes, dropout)
+
+
+def cnn(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
+    """PyTorch's MNIST example: conv 32, conv 64, max-pool, dropout, fc 128."""
+    features = nn.Sequential(
+        nn.Conv2d(shape[0], 32, 3), nn.ReLU(),
+        nn.Conv2d(32, 64, 3), nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+    return _classifier(features, shape, (128,), num_classes, dropout)
+
+
+def convnet(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
+    """A small LeNet-style ConvNet: conv 10, avg-pool, conv 20, avg-pool, fc 250-100."""
+    features = nn.Sequential(
+        nn.Conv2d(shape[0], 10, 5), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(10, 20, 5), nn.ReLU(), nn.AvgPool2d(2),
+    )
+    return _classifier(features, shape, (250, 100), num_classes, dropout)
+
+
+FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet}
+
+
+def build_model(family: str, shape: tuple[int, int, int], num_classes: int, dropout: float,
+                mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Sequential:
+    """A freshly initialized model of `family` for images of `shape` (C, H, W), normalizing its input itself."""
+    return nn.Sequential(Standardize(mean, std), FAMILIES[family](shape, num_classes, dropout))

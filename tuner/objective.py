@@ -1,0 +1,76 @@
+"""The Optuna objective: sample a run config, train it, report each epoch, prune, and record the outcome."""
+
+from __future__ import annotations
+
+import gc
+import random
+from collections.abc import Callable
+
+import optuna
+import torch
+
+from tuner.data import Splits
+from tuner.errors import TrialFailed
+from tuner.space import sample_config
+from tuner.spec import StudySpec
+from tuner.train import Diverged, Epoch, FitResult, fit
+
+EpochHook = Callable[[optuna.Trial, Epoch], None]
+FitHook = Callable[[optuna.Trial, FitResult], None]
+
+
+def trial_seed(trial: optuna.Trial, base_seed: int | None) -> int:
+    """The trial's training seed: a retried trial keeps its original's (copied into its user attrs by Optuna's
+    retry callback); else `base_seed` + the trial number, or a random seed without `base_seed`."""
+    if "seed" in trial.user_attrs:
+        return trial.user_attrs["seed"]
+    if base_seed is None:
+        return random.SystemRandom().randrange(2**31)
+    return base_seed + trial.number
+
+
+class Objective:
+    """Trains one trial of `spec` on `splits`; `on_epoch` and `on_fit` let callers watch and keep results."""
+
+    def __init__(self, spec: StudySpec, splits: Splits, seed: int | None = None,
+                 on_epoch: EpochHook | None = None, on_fit: FitHook | None = None) -> None:
+        self.spec = spec
+        self.splits = splits
+        self.seed = seed
+        self.on_epoch = on_epoch
+        self.on_fit = on_fit
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        seed = trial_seed(trial, self.seed)
+        config = sample_config(trial, self.spec, seed)
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("config", config.to_dict())
+
+        def report(epoch: Epoch) -> None:
+            trial.report(epoch.metric(self.spec.metric), epoch.epoch)
+            if self.on_epoch is not None:
+                self.on_epoch(trial, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
+
+        out_of_memory = False
+        try:
+            result = fit(config, self.splits, report)
+        except Diverged as e:
+            trial.set_user_attr("reason", str(e))
+            raise optuna.TrialPruned(str(e)) from None
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # handled below, once the traceback no longer holds the trial's tensors
+        if out_of_memory:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            reason = f"out of memory at batch size {config.batch_size} with model {config.model}"
+            trial.set_user_attr("reason", reason)
+            raise TrialFailed(reason)
+
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("train_seconds", round(result.seconds, 3))
+        if self.on_fit is not None:
+            self.on_fit(trial, result)
+        return result.history[-1].metric(self.spec.metric)

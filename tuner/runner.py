@@ -1,0 +1,175 @@
+"""Running trials of one study in this process, with live progress, and stopping cleanly on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import optuna
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from tuner.data import Splits, default_data_dir, load_splits
+from tuner.errors import TrialFailed
+from tuner.objective import Objective
+from tuner.samplers import make_pruner, make_sampler
+from tuner.spec import StudySpec, load_spec
+from tuner.storage import create_or_load_study, default_storage_url, open_storage, stored_spec, study_names
+from tuner.train import Epoch, resolve_device
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt, so the running trial is marked FAIL (as on Ctrl-C), not left RUNNING."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def describe_best(study: optuna.Study) -> str:
+    try:
+        best = study.best_trial
+    except ValueError:
+        return "no completed trial yet"
+    return f"best {best.value:.4f} (trial {best.number})"
+
+
+class SearchProgress:
+    """Trials done / total, the running trial's epoch, and the best so far: a live bar on a terminal, else a
+    line per finished trial (for logs and CI)."""
+
+    def __init__(self, study: optuna.Study, total: int | None, epochs: int, console: Console) -> None:
+        self.study = study
+        self.epochs = epochs
+        self.console = console
+        self.live = console.is_terminal
+        self.bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                            TextColumn("{task.description}"), console=console, disable=not self.live)
+        self.task = self.bar.add_task(describe_best(study), total=total)
+
+    def __enter__(self) -> SearchProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def on_epoch(self, trial: optuna.Trial, epoch: Epoch) -> None:
+        status = (f"trial {trial.number} epoch {epoch.epoch}/{self.epochs} val {epoch.val_accuracy:.4f} | "
+                  f"{describe_best(self.study)}")
+        self.bar.update(self.task, description=status)
+
+    def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.bar.update(self.task, advance=1, description=describe_best(study))
+        if not self.live:
+            value = "" if trial.value is None else f" value {trial.value:.4f}"
+            epochs = len(trial.intermediate_values)
+            self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs} epoch(s); "
+                               f"{describe_best(study)}", highlight=False)
+
+
+def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
+               timeout: float | None, seed: int | None, console: Console | None = None) -> None:
+    """Run `n_trials` more trials (or until `timeout` seconds) of `spec` in this process.
+
+    A trial that fails for its own reasons (out of memory) does not stop the search; Ctrl-C or SIGTERM marks the
+    running trial FAIL and raises KeyboardInterrupt, leaving the study resumable.
+    """
+    console = console or Console(stderr=True)
+    with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
+        objective = Objective(spec, splits, seed, on_epoch=progress.on_epoch)
+        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
+                       callbacks=[progress.on_trial_end])
+
+
+@dataclass
+class Session:
+    """Everything `tune start` resolved before running trials."""
+
+    study: optuna.Study
+    spec: StudySpec
+    splits: Splits
+    storage_url: str
+    explicit_storage: bool  # whether the user named the storage (so printed commands must name it too)
+
+
+def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, spec_file: str | None,
+                 **overrides) -> StudySpec:
+    """The spec to run: --spec FILE, else the resumed study's own spec, else the default; then CLI overrides."""
+    if spec_file is not None:
+        spec = load_spec(spec_file)
+    else:
+        name = study_name or StudySpec().name
+        existing = None
+        if name in study_names(storage):
+            existing = stored_spec(optuna.load_study(study_name=name, storage=storage))
+        spec = existing or StudySpec()
+    if overrides.get("sampler") not in (None, spec.sampler):
+        spec = spec.replace(sampler_options={})
+    if overrides.get("pruner") not in (None, spec.pruner):
+        spec = spec.replace(pruner_options={})
+    return spec.replace(name=study_name, **overrides)
+
+
+def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str | None, data_dir: str | None,
+            device: str, seed: int | None, **overrides) -> Session:
+    """Check every input, load the data, then create or load the study: bad input never creates a study."""
+    explicit_storage = storage_url is not None
+    storage_url = storage_url or default_storage_url()
+    torch_device = resolve_device(device)
+    storage = open_storage(storage_url)
+    spec = resolve_spec(storage, study_name, spec_file, **overrides)
+    sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
+    splits = load_splits(spec.dataset, str(data_dir or default_data_dir()), spec.validation, spec.split_seed,
+                         str(torch_device))
+    study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
+    if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
+        study.sampler = make_sampler(spec, seed + len(study.trials))
+    return Session(study, spec, splits, storage_url, explicit_storage)
+
+
+def _storage_flag(session: Session) -> str:
+    return f" --storage {shlex.quote(session.storage_url)}" if session.explicit_storage else ""
+
+
+def resume_command(session: Session) -> str:
+    return f"tune start --study {shlex.quote(session.spec.name)}{_storage_flag(session)}"
+
+
+def summary(session: Session) -> str:
+    """What `tune start` prints at the end: trials by state, the best trial, and where to look next."""
+    study, name = session.study, shlex.quote(session.spec.name)
+    counts = Counter(t.state.name for t in study.trials)
+    lines = [f"Study {session.spec.name!r} in {session.storage_url}",
+             f"Trials: {len(study.trials)} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"]
+    try:
+        best = study.best_trial
+    except ValueError:
+        lines.append("Best: no trial completed yet")
+    else:
+        test = best.user_attrs.get("test_accuracy")
+        test_text = f", test accuracy {test:.4f}" if test is not None else ""
+        lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {best.value:.4f}{test_text}")
+        lines.append("  " + " ".join(f"{k}={_short(v)}" for k, v in best.params.items()))
+    flag = _storage_flag(session)
+    lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
+              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml",
+              f"Resume:  {resume_command(session)}"]
+    return "\n".join(lines)
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

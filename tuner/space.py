@@ -1,0 +1,38 @@
+"""A study spec's search space + an Optuna trial -> one fully specified RunConfig."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from tuner.spec import INTEGER_PARAMS, PARAM_OPTIMIZERS, PARAMS, Choices, Domain, Fixed, RunConfig, StudySpec
+
+
+def suggest(trial: optuna.Trial, name: str, domain: Domain) -> Any:
+    if isinstance(domain, Fixed):
+        return domain.value
+    if isinstance(domain, Choices):
+        return trial.suggest_categorical(name, list(domain.values))
+    if name in INTEGER_PARAMS:
+        return trial.suggest_int(name, int(domain.low), int(domain.high), step=int(domain.step or 1), log=domain.log)
+    return trial.suggest_float(name, domain.low, domain.high, step=domain.step, log=domain.log)
+
+
+def _applies(name: str, values: dict[str, Any]) -> bool:
+    """Whether hyperparameter `name` means anything given those sampled before it (conditional space)."""
+    if name in PARAM_OPTIMIZERS and values.get("optimizer", "adam") not in PARAM_OPTIMIZERS[name]:
+        return False
+    if name == "nesterov" and not values.get("momentum"):
+        return False
+    return not (name == "step_size" and values.get("scheduler") != "step")
+
+
+def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
+    """The run config a trial trains: each hyperparameter of `spec.search` sampled (or fixed) in turn."""
+    values: dict[str, Any] = {"model": spec.model}
+    for name in PARAMS:
+        if name in spec.search and _applies(name, values):
+            values[name] = suggest(trial, name, spec.search[name])
+    return RunConfig(dataset=spec.dataset, epochs=spec.epochs, validation=spec.validation,
+                     split_seed=spec.split_seed, metric=spec.metric, seed=seed, **values)

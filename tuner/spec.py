@@ -1,0 +1,359 @@
+"""Study specs (what a study searches) and run configs (one fully specified training run).
+
+A `StudySpec` is read from YAML or TOML under `studies/`; its `search` maps each hyperparameter to a fixed value,
+a list of choices, or a range. A trial turns the spec into a `RunConfig` (see `space.py`), which training consumes
+and `tune export` writes out; every field of both is validated on construction with an error that names the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuner.errors import TuneError
+
+DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")
+MODELS = ("mlp", "cnn", "convnet")
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
+SCHEDULERS = ("exponential", "step", "none")
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
+PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "none")
+METRICS = {"accuracy": "maximize", "loss": "minimize"}
+
+# Where the shipped specs live: inside the installed package, or beside it in a source checkout.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+SHIPPED_SPEC_DIRS = (_PACKAGE_DIR / "studies", _PACKAGE_DIR.parent / "studies")
+
+
+class SpecError(TuneError):
+    pass
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SpecError(f"unknown {name} {value!r}: choose one of {', '.join(allowed)}")
+    return value
+
+
+def _number(name: str, value: Any, *, low: float | None = None, high: float | None = None,
+            integer: bool = False, low_open: bool = False) -> float:
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not float(value).is_integer()):
+        raise SpecError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise SpecError(f"{name} must be finite, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        bound = f"{'>' if low_open else '>='} {low}" if too_low else f"<= {high}"
+        raise SpecError(f"{name} must be {bound}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+# Each searchable hyperparameter: a validator of one value. The order is the order a trial samples them in.
+PARAMS: dict[str, Any] = {
+    "model": lambda v: _choice("model", v, MODELS),
+    "optimizer": lambda v: _choice("optimizer", v, OPTIMIZERS),
+    "lr": lambda v: _number("lr", v, low=0, low_open=True),
+    "batch_size": lambda v: _number("batch_size", v, low=1, integer=True),
+    "scheduler": lambda v: _choice("scheduler", v, SCHEDULERS),
+    "gamma": lambda v: _number("gamma", v, low=0, high=1, low_open=True),
+    "step_size": lambda v: _number("step_size", v, low=1, integer=True),
+    "momentum": lambda v: _number("momentum", v, low=0, high=1),
+    "nesterov": lambda v: _boolean("nesterov", v),
+    "weight_decay": lambda v: _number("weight_decay", v, low=0),
+    "dropout": lambda v: _number("dropout", v, low=0, high=0.95),
+}
+INTEGER_PARAMS = ("batch_size", "step_size")
+# Hyperparameters that only mean something for some optimizers; a trial samples them only there.
+PARAM_OPTIMIZERS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A hyperparameter held at one value: not an Optuna param, but part of every run config."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A categorical hyperparameter: the trial picks one of `values`."""
+
+    values: tuple
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric hyperparameter drawn from [low, high]; `log` samples log-uniformly, `step` quantizes."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = None
+
+
+Domain = Fixed | Choices | Range
+
+
+def parse_domain(name: str, raw: Any) -> Domain:
+    """Read one entry of `search:`: a scalar is fixed, a list is choices, a mapping with low/high is a range."""
+    if name not in PARAMS:
+        raise SpecError(f"unknown hyperparameter {name!r} in search: use {', '.join(PARAMS)}")
+    check = PARAMS[name]
+    if isinstance(raw, list):
+        if not raw:
+            raise SpecError(f"search.{name} is an empty list: give at least one value")
+        return Choices(tuple(check(v) for v in raw))
+    if isinstance(raw, dict):
+        unknown = set(raw) - {"low", "high", "log", "step"}
+        if unknown or not {"low", "high"} <= set(raw):
+            raise SpecError(f"search.{name} must be a value, a list, or {{low, high, log, step}}, got {raw!r}")
+        if name not in ("lr", "gamma", "momentum", "weight_decay", "dropout", "batch_size", "step_size"):
+            raise SpecError(f"search.{name} takes a value or a list of choices, not a range")
+        low, high = check(raw["low"]), check(raw["high"])
+        if low > high:
+            raise SpecError(f"search.{name}: low ({raw['low']}) is greater than high ({raw['high']}): swap them")
+        log = _boolean(f"search.{name}.log", raw.get("log", False))
+        if log and low <= 0:
+            raise SpecError(f"search.{name}: a log range needs low > 0, got {raw['low']}")
+        step = raw.get("step")
+        if step is not None:
+            step = _number(f"search.{name}.step", step, low=0, low_open=True, integer=name in INTEGER_PARAMS)
+            if log:
+                raise SpecError(f"search.{name}: use either log or step, not both")
+        return Range(low, high, log, step)
+    return Fixed(check(raw))
+
+
+def _default_search() -> dict[str, Domain]:
+    return {
+        "optimizer": Choices(("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")),
+        "lr": Range(1e-4, 0.1, log=True),
+        "batch_size": Choices((32, 64, 128, 256)),
+        "scheduler": Choices(("exponential", "step")),
+        "gamma": Range(0.5, 0.99),
+        "momentum": Range(0.0, 0.99),
+        "nesterov": Choices((True, False)),
+        "weight_decay": Range(1e-6, 1e-3, log=True),
+        "dropout": Range(0.0, 0.5),
+    }
+
+
+def _named(kind: str, raw: Any, allowed: tuple[str, ...]) -> tuple[str, dict]:
+    """Sampler or pruner: either a name, or {name: ..., other keyword arguments for the Optuna class}."""
+    if isinstance(raw, str):
+        return _choice(kind, raw, allowed), {}
+    if isinstance(raw, dict) and "name" in raw:
+        options = {k: v for k, v in raw.items() if k != "name"}
+        return _choice(kind, raw["name"], allowed), options
+    raise SpecError(f"{kind} must be a name ({', '.join(allowed)}) or {{name: ..., options}}, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What one study searches and how. The defaults are the shipped Fashion-MNIST study."""
+
+    name: str = "fashion-mnist"  # study name in the storage, unless --study gives another
+    dataset: str = "fashion-mnist"  # torchvision dataset: fashion-mnist, mnist, kmnist or cifar10
+    model: str = "convnet"  # model family, unless search.model picks one per trial
+    epochs: int = 6  # training epochs per trial; pruning can stop a trial after any of them
+    metric: str = "accuracy"  # validation metric reported each epoch: accuracy (maximized) or loss (minimized)
+    validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
+    split_seed: int = 0  # seed of the train/validation split, fixed so that every trial sees the same split
+    sampler: str = "tpe"
+    sampler_options: dict = field(default_factory=dict)  # keyword arguments of the Optuna sampler class
+    pruner: str = "median"
+    pruner_options: dict = field(default_factory=dict)  # keyword arguments of the Optuna pruner class
+    search: dict[str, Domain] = field(default_factory=_default_search)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise SpecError(f"name must be a non-empty string, got {self.name!r}")
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("model", self.model, MODELS)
+        _number("epochs", self.epochs, low=1, integer=True)
+        _choice("metric", self.metric, tuple(METRICS))
+        check_validation(self.validation)
+        _number("split_seed", self.split_seed, low=0, integer=True)
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("pruner", self.pruner, PRUNERS)
+
+    @property
+    def direction(self) -> str:
+        return METRICS[self.metric]
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> StudySpec:
+        if not isinstance(raw, dict):
+            raise SpecError(f"a study spec must be a mapping of fields, got {type(raw).__name__}")
+        raw = dict(raw)
+        known = {f.name for f in dataclasses.fields(cls)} - {"sampler_options", "pruner_options"}
+        unknown = set(raw) - known - {"direction"}
+        if unknown:
+            raise SpecError(f"unknown field(s) {', '.join(sorted(unknown))} in spec: use {', '.join(sorted(known))}")
+        metric = raw.get("metric", "accuracy")
+        direction = raw.pop("direction", None)
+        if direction is not None and direction != METRICS.get(metric):
+            raise SpecError(f"direction {direction!r} contradicts metric {metric!r}: omit direction, "
+                            f"or use {METRICS.get(metric, 'maximize')}")
+        if "sampler" in raw:
+            raw["sampler"], raw["sampler_options"] = _named("sampler", raw["sampler"], SAMPLERS)
+        if "pruner" in raw:
+            raw["pruner"], raw["pruner_options"] = _named("pruner", raw["pruner"], PRUNERS)
+        if "search" in raw:
+            if not isinstance(raw["search"], dict):
+                raise SpecError("search must be a mapping of hyperparameter -> value, list or {low, high}")
+            raw["search"] = {name: parse_domain(name, value) for name, value in raw["search"].items()}
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        """The spec as plain data, in the shape `from_dict` reads (stored in the study for resumes)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("sampler_options", "pruner_options", "search"):
+                continue
+            out[f.name] = getattr(self, f.name)
+        out["sampler"] = {"name": self.sampler, **self.sampler_options} if self.sampler_options else self.sampler
+        out["pruner"] = {"name": self.pruner, **self.pruner_options} if self.pruner_options else self.pruner
+        out["search"] = {name: _domain_to_data(d) for name, d in self.search.items()}
+        return out
+
+    def replace(self, **changes: Any) -> StudySpec:
+        """A copy with some fields changed and validated again (CLI overrides go through here)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _domain_to_data(domain: Domain) -> Any:
+    if isinstance(domain, Fixed):
+        return domain.value
+    if isinstance(domain, Choices):
+        return list(domain.values)
+    out: dict[str, Any] = {"low": domain.low, "high": domain.high}
+    if domain.log:
+        out["log"] = True
+    if domain.step is not None:
+        out["step"] = domain.step
+    return out
+
+
+def check_validation(value: Any) -> float | str:
+    if value == "test":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+        raise SpecError(f"validation must be a fraction between 0 and 1 (exclusive) or 'test', got {value!r}")
+    return value
+
+
+def read_mapping(path: Path) -> Any:
+    """Parse a YAML, JSON or TOML file into plain data, with one-line errors for missing or broken files."""
+    if not path.is_file():
+        raise SpecError(f"no such file: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(text)
+        if path.suffix == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise SpecError(f"cannot parse {path}: {reason}") from None
+
+
+def shipped_specs() -> dict[str, Path]:
+    """The specs that ship with tune, by name (file name without extension)."""
+    found: dict[str, Path] = {}
+    for directory in SHIPPED_SPEC_DIRS:
+        for path in sorted(directory.glob("*.*")):
+            if path.suffix in (".yaml", ".yml", ".toml", ".json"):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def load_spec(path_or_name: str | Path | None) -> StudySpec:
+    """A spec from a file path or the name of a shipped spec; None gives the embedded default."""
+    if path_or_name is None:
+        return StudySpec()
+    path = Path(path_or_name)
+    if not path.exists() and str(path_or_name) in shipped_specs():
+        path = shipped_specs()[str(path_or_name)]
+    if not path.exists():
+        names = ", ".join(shipped_specs()) or "none"
+        raise SpecError(f"no such spec file: {path_or_name} (shipped specs: {names})")
+    try:
+        return StudySpec.from_dict(read_mapping(path))
+    except SpecError as e:
+        if str(path) in str(e):
+            raise
+        raise SpecError(f"{path}: {e}") from None
+    except TypeError as e:  # wrong field types that dataclass construction rejects
+        raise SpecError(f"{path}: {e}") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fully specified training run: what a trial trains, what `tune export` writes, what `tune train` reads."""
+
+    dataset: str = "fashion-mnist"
+    model: str = "convnet"
+    optimizer: str = "adam"
+    lr: float = 1e-3  # initial learning rate
+    batch_size: int = 64
+    scheduler: str = "exponential"  # lr schedule stepped after each epoch
+    gamma: float = 0.9  # lr multiplier of each scheduler step
+    step_size: int = 1  # epochs between steps of the step scheduler
+    momentum: float = 0.0  # sgd and rmsprop only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = 0.0
+    dropout: float = 0.2  # dropout after each hidden fully connected layer
+    epochs: int = 6
+    seed: int = 0  # seeds weight init, batch order and dropout
+    validation: float | str = 0.15  # held-out fraction of the training set, or "test"
+    split_seed: int = 0  # seed of the train/validation split
+    metric: str = "accuracy"
+
+    def __post_init__(self) -> None:
+        for name, check in PARAMS.items():
+            check(getattr(self, name))
+        _choice("dataset", self.dataset, DATASETS)
+        _number("epochs", self.epochs, low=1, integer=True)
+        _number("seed", self.seed, low=0, integer=True)
+        _number("split_seed", self.split_seed, low=0, integer=True)
+        check_validation(self.validation)
+        _choice("metric", self.metric, tuple(METRICS))
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise SpecError("nesterov needs optimizer sgd with momentum > 0")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RunConfig:
+        if not isinstance(raw, dict):
+            raise SpecError(f"a run config must be a mapping of fields, got {type(raw).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise SpecError(f"unknown run config field(s) {', '.join(sorted(unknown))}: "
+                            f"use {', '.join(sorted(known))}")
+        values = {k: v for k, v in raw.items() if k in known}
+        for name in INTEGER_PARAMS + ("epochs", "seed", "split_seed"):
+            if isinstance(values.get(name), float) and values[name].is_integer():
+                values[name] = int(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,106 @@
+"""Where studies live: storage URLs (the embedded SQLite default, PostgreSQL), and study create / load."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import warnings
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import optuna
+
+from tuner.errors import TuneError
+from tuner.spec import StudySpec
+
+# tune reports progress itself; Optuna's per-trial log lines and notes on experimental features are noise here.
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+SPEC_ATTR = "spec"  # study user attr holding the spec the study was created with
+HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
+GRACE_PERIOD = 60  # seconds without a heartbeat after which a RUNNING trial is failed and retried
+MAX_RETRY = 3  # retries of a trial whose worker died, with the same params
+
+
+def default_storage_url() -> str:
+    """$TUNE_STORAGE, else an SQLite file in the user's data directory (~/.local/share/tune/tune.db)."""
+    if os.environ.get("TUNE_STORAGE"):
+        return os.environ["TUNE_STORAGE"]
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{data_home / 'tune' / 'tune.db'}"
+
+
+def _prepare_sqlite(url: str) -> None:
+    """Create the file's directory and switch the database to WAL, so readers never block the writer."""
+    path = url.removeprefix("sqlite:///")
+    if path in ("", ":memory:"):
+        raise TuneError("an in-memory SQLite storage would lose the study on exit: use sqlite:///PATH")
+    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with sqlite3.connect(path, timeout=60) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as e:
+        raise TuneError(f"cannot open SQLite storage {path}: {e}; check the path and its permissions") from None
+
+
+def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+                 grace_period: int | None = GRACE_PERIOD) -> optuna.storages.RDBStorage:
+    """An Optuna RDB storage for `url` with heartbeats, so trials of dead workers are failed and retried."""
+    url = url or default_storage_url()
+    scheme = urlsplit(url).scheme
+    if scheme not in SCHEMES:
+        raise TuneError(f"unknown storage scheme {scheme or url!r}: use sqlite:///PATH or "
+                        "postgresql://USER@HOST:PORT/DB")
+    if scheme == "sqlite":
+        _prepare_sqlite(url)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+    except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver
+        from sqlalchemy.engine import make_url
+
+        reason = " ".join(str(e).split("\n")[0].split())[:300]
+        where = make_url(url).render_as_string(hide_password=True)
+        raise TuneError(f"cannot open storage {where}: {reason}. Check that the database server runs and "
+                        "the URL is right") from None
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+def load_study(name: str, storage: optuna.storages.BaseStorage, **kwargs) -> optuna.Study:
+    """An existing study, or a clear error naming the studies that do exist."""
+    if name not in study_names(storage):
+        known = ", ".join(study_names(storage)) or "none yet"
+        raise TuneError(f"no study named {name!r} in this storage (studies: {known}); "
+                        "check --storage / TUNE_STORAGE or run `tune ls`")
+    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+
+
+def stored_spec(study: optuna.Study) -> StudySpec | None:
+    """The spec a study was created with, if tune created it."""
+    raw = study.user_attrs.get(SPEC_ATTR)
+    return StudySpec.from_dict(raw) if raw is not None else None
+
+
+def create_or_load_study(name: str, spec: StudySpec, storage: optuna.storages.BaseStorage,
+                         sampler: optuna.samplers.BaseSampler,
+                         pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """The study `name`, created with `spec` (stored in the study) unless it exists already."""
+    exists = name in study_names(storage)
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction=spec.direction, load_if_exists=True)
+    if study.direction.name.lower() != spec.direction:
+        raise TuneError(f"study {name!r} is a {study.direction.name.lower()} study but the spec's metric "
+                        f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")
+    if not exists or SPEC_ATTR not in study.user_attrs:
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
+    return study

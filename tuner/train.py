@@ -1,0 +1,173 @@
+"""Training one run config: optimizer and scheduler factories, one epoch, evaluation, and `fit`.
+
+The same `fit` trains a trial and a production run (`tune train`), so an exported config reproduces its trial.
+The hot loop draws batches by index from tensors already on the device and never waits on the device: the loss
+is summed there and read once per epoch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from tuner.data import Images, Splits
+from tuner.errors import TuneError
+from tuner.models import build_model
+from tuner.spec import RunConfig
+
+EVAL_BATCH = 2048
+FUSED_OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")  # torch has fused CUDA kernels for these
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+    def __init__(self, epoch: int, loss: float) -> None:
+        super().__init__(f"training loss became {loss} in epoch {epoch}")
+        self.epoch = epoch
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """The device to train on: `auto` takes CUDA, then MPS, then the CPU; others must be present."""
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TuneError("--device cuda: no CUDA GPU is visible to torch; use --device cpu or --device auto")
+    if name == "mps" and not has_mps:
+        raise TuneError("--device mps: Apple's MPS backend is not available here; use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise TuneError(f"unknown device {name!r}: use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+def make_optimizer(config: RunConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
+    if device.type == "cuda" and config.optimizer in FUSED_OPTIMIZERS:
+        kwargs["fused"] = True
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, momentum=config.momentum, nesterov=config.nesterov, **kwargs)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, momentum=config.momentum, **kwargs)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
+           "nadam": torch.optim.NAdam}[config.optimizer]
+    return cls(params, **kwargs)
+
+
+def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    """The per-epoch learning-rate schedule; `none` keeps the rate constant."""
+    if config.scheduler == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
+def _autocast(device: torch.device):
+    """bf16 mixed precision on CUDA; full precision elsewhere (CPU autocast is slower on most CPUs)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images, batch_size: int,
+                generator: torch.Generator) -> torch.Tensor:
+    """One pass over `data` in a seeded random order; returns the summed loss, still on the device."""
+    model.train()
+    device = data.x.device
+    order = torch.randperm(len(data), device=device, generator=generator)
+    loss_sum = torch.zeros((), device=device)
+    for start in range(0, len(order), batch_size):
+        index = order[start:start + batch_size]
+        with _autocast(device):
+            loss = nn.functional.cross_entropy(model(data.x[index]), data.y[index])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(index)
+    return loss_sum
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Images) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` on `data`, with one host sync at the end."""
+    model.eval()
+    correct = torch.zeros((), device=data.x.device, dtype=torch.int64)
+    loss_sum = torch.zeros((), device=data.x.device)
+    for start in range(0, len(data), EVAL_BATCH):
+        x, y = data.x[start:start + EVAL_BATCH], data.y[start:start + EVAL_BATCH]
+        with _autocast(data.x.device):
+            logits = model(x)
+        correct += (logits.argmax(1) == y).sum()
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+    correct_count, loss_total = correct.item(), loss_sum.item()
+    return correct_count / len(data), loss_total / len(data)
+
+
+@dataclass
+class Epoch:
+    """What one epoch measured."""
+
+    epoch: int  # 1-based
+    train_loss: float
+    val_accuracy: float
+    val_loss: float
+    seconds: float
+
+    def metric(self, name: str) -> float:
+        return self.val_accuracy if name == "accuracy" else self.val_loss
+
+
+@dataclass
+class FitResult:
+    model: nn.Module
+    history: list[Epoch] = field(default_factory=list)
+    test_accuracy: float | None = None
+    seconds: float = 0.0
+
+
+def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | None = None,
+        test: bool = True) -> FitResult:
+    """Train `config` on `splits` (already on the device), evaluating on validation after every epoch.
+
+    `on_epoch` sees each epoch's result and may raise to stop (Optuna's TrialPruned does). Raises `Diverged`
+    when the loss becomes NaN or infinite. The test split is evaluated once, at the end, when `test` is set.
+    """
+    # --- setup: seeded init, optimizer, schedule
+    started = time.perf_counter()
+    device = splits.train.x.device
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = model.to(device)
+    if device.type == "cuda" and config.model != "mlp":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(config, model.parameters(), device)
+    scheduler = make_scheduler(config, optimizer)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    result = FitResult(model)
+
+    # --- train, evaluate and report each epoch
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        loss_sum = train_epoch(model, optimizer, splits.train, config.batch_size, generator)
+        scheduler.step()
+        train_loss = loss_sum.item() / len(splits.train)
+        if not torch.isfinite(torch.tensor(train_loss)):
+            raise Diverged(epoch, train_loss)
+        val_accuracy, val_loss = evaluate(model, splits.val)
+        record = Epoch(epoch, train_loss, val_accuracy, val_loss, time.perf_counter() - epoch_start)
+        result.history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+
+    # --- final test
+    if test:
+        result.test_accuracy, _ = evaluate(model, splits.test)
+    result.seconds = time.perf_counter() - started
+    return result
