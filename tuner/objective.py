@@ -33,8 +33,9 @@ class Objective:
     """Trains one trial of `spec` on `splits`; `on_epoch` and `on_fit` let callers watch and keep results."""
 
     def __init__(self, spec: StudySpec, splits: Splits, seed: int | None = None,
-                 on_epoch: EpochHook | None = None, on_fit: FitHook | None = None) -> None:
+                 on_epoch: EpochHook | None = None, on_fit: FitHook | None = None, keep_top: int = 3) -> None:
         self.spec = spec
+        self.keep_top = keep_top  # weights of the best `keep_top` completed trials are kept as artifacts
         self.splits = splits
         self.seed = seed
         self.on_epoch = on_epoch

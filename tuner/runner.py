@@ -82,7 +82,7 @@ class SearchProgress:
 
 
 def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
-               timeout: float | None, seed: int | None, console: Console | None = None) -> None:
+               timeout: float | None, seed: int | None, keep_top: int = 3, console: Console | None = None) -> None:
     """Run `n_trials` more trials (or until `timeout` seconds) of `spec` in this process.
 
     A trial that fails for its own reasons (out of memory) does not stop the search; Ctrl-C or SIGTERM marks the
@@ -90,7 +90,7 @@ def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials
     """
     console = console or Console(stderr=True)
     with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
-        objective = Objective(spec, splits, seed, on_epoch=progress.on_epoch)
+        objective = Objective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top)
         study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
                        callbacks=[progress.on_trial_end])
 

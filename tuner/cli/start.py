@@ -25,11 +25,13 @@ from tuner.spec import PRUNERS, SAMPLERS
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="Optuna sampler (overrides the spec).")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="Optuna pruner (overrides the spec).")
 @click.option("--seed", type=click.IntRange(min=0), help="Make the sampler and every trial's training deterministic.")
+@click.option("--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
+              help="Keep the weights of the K best trials as artifacts (0: none).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
               help="Where to train: auto picks CUDA, then MPS, then the CPU.")
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
           data_dir: str | None, epochs: int | None, sampler: str | None, pruner: str | None, seed: int | None,
-          device: str) -> None:
+          keep_top: int, device: str) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
 
     \b
@@ -44,7 +46,7 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
                              device=device, seed=seed, epochs=epochs, sampler=sampler, pruner=pruner)
     try:
         runner.run_search(session.study, session.spec, session.splits, n_trials=trials, timeout=timeout,
-                          seed=seed)
+                          seed=seed, keep_top=keep_top)
     except KeyboardInterrupt:
         click.echo(f"\nInterrupted: the running trial is marked FAIL. Resume with: "
                    f"{runner.resume_command(session)}", err=True)
