@@ -91,7 +91,7 @@ def postgres_url() -> str:
 
 def run_cli(*args: object, input: str | None = None) -> Result:
     """`tune ARGS...` in this process, as a user would type it; exceptions become exit codes as in a shell."""
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, prog_name="tune")
 
 
 @pytest.fixture

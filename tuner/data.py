@@ -120,4 +120,6 @@ def load_splits(dataset: str, data_dir: str, validation: float | str, split_seed
         train, val = split_off(full_train, float(validation), split_seed)
     mean, std = channel_stats(train.x)
     num_classes = int(max(full_train.y.max(), test.y.max())) + 1
-    return Splits(train.to(device), val.to(device), test.to(device), mean, std, num_classes)
+    test_on_device = test.to(device)
+    val_on_device = test_on_device if val is test else val.to(device)
+    return Splits(train.to(device), val_on_device, test_on_device, mean, std, num_classes)

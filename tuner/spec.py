@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import yaml
 from tuner.errors import TuneError
 
 DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")
-MODELS = ("mlp", "cnn", "convnet")
+MODELS = ("mlp", "cnn", "convnet", "bncnn")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
 SCHEDULERS = ("exponential", "step", "none")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -168,8 +169,8 @@ class StudySpec:
 
     name: str = "fashion-mnist"  # study name in the storage, unless --study gives another
     dataset: str = "fashion-mnist"  # torchvision dataset: fashion-mnist, mnist, kmnist or cifar10
-    model: str = "convnet"  # model family, unless search.model picks one per trial
-    epochs: int = 6  # training epochs per trial; pruning can stop a trial after any of them
+    model: str = "bncnn"  # model family, unless search.model picks one per trial
+    epochs: int = 8  # training epochs per trial; pruning can stop a trial after any of them
     metric: str = "accuracy"  # validation metric reported each epoch: accuracy (maximized) or loss (minimized)
     validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
     split_seed: int = 0  # seed of the train/validation split, fixed so that every trial sees the same split
@@ -257,6 +258,18 @@ def check_validation(value: Any) -> float | str:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's floats: PyYAML reads `1e-3` and `1.0e6` as strings, which no user means."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+|[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)$"
+               r"|^[-+]?(?:[0-9][0-9_]*)\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
 def read_mapping(path: Path) -> Any:
     """Parse a YAML, JSON or TOML file into plain data, with one-line errors for missing or broken files."""
     if not path.is_file():
@@ -267,7 +280,7 @@ def read_mapping(path: Path) -> Any:
             return tomllib.loads(text)
         if path.suffix == ".json":
             return json.loads(text)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_Loader)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         reason = " ".join(str(e).split())
         raise SpecError(f"cannot parse {path}: {reason}") from None
@@ -308,7 +321,7 @@ class RunConfig:
     """One fully specified training run: what a trial trains, what `tune export` writes, what `tune train` reads."""
 
     dataset: str = "fashion-mnist"
-    model: str = "convnet"
+    model: str = "bncnn"
     optimizer: str = "adam"
     lr: float = 1e-3  # initial learning rate
     batch_size: int = 64
@@ -319,7 +332,7 @@ class RunConfig:
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0
     dropout: float = 0.2  # dropout after each hidden fully connected layer
-    epochs: int = 6
+    epochs: int = 8
     seed: int = 0  # seeds weight init, batch order and dropout
     validation: float | str = 0.15  # held-out fraction of the training set, or "test"
     split_seed: int = 0  # seed of the train/validation split

@@ -1,0 +1,159 @@
+"""Training throughput: tune's trial loop against the tutorial's Optuna + DataLoader objective, side by side.
+
+Both train the same model family with the same optimizer, learning rate, batch size and epochs on the same
+train/validation split of the same data on the same device, and evaluate validation accuracy after every epoch:
+
+- baseline: what Optuna's PyTorch example does: torchvision dataset with ToTensor, a shuffled DataLoader, one
+  `.to(device)` per batch, a validation DataLoader, a `.item()` per validation batch;
+- tune: `tuner.train.fit`: uint8 tensors on the device, batches drawn by index, one host sync per epoch.
+
+Throughput is training samples per second of wall time over whole epochs (train + validation). The last line
+printed is JSON. Example:
+
+    python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tuner.data import TORCHVISION_CLASSES, Splits, load_splits, split_off
+from tuner.models import build_model
+from tuner.spec import RunConfig
+from tuner.synthetic import write_idx_dataset
+from tuner.train import fit, make_optimizer, resolve_device
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def baseline_epochs(config: RunConfig, data_dir: str, splits: Splits, device: torch.device) -> float:
+    """Seconds for `config.epochs` epochs of the tutorial loop (DataLoader + ToTensor); returns wall time."""
+    import torchvision
+    from torchvision import transforms
+
+    dataset_cls = getattr(torchvision.datasets, TORCHVISION_CLASSES[config.dataset])
+    full = dataset_cls(data_dir, train=True, download=False, transform=transforms.ToTensor())
+    # The very same split tune uses: split_off orders indices the same way.
+    train_index, val_index = split_off_indices(len(full), config.validation, config.split_seed)
+    train_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, train_index.tolist()),
+                                               batch_size=config.batch_size, shuffle=True)
+    val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, val_index.tolist()),
+                                             batch_size=config.batch_size)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = model.to(device)
+    optimizer = make_optimizer(config, model.parameters(), torch.device("cpu"))  # the tutorial: no fused kernels
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(config.epochs):
+        model.train()
+        for data, target in train_loader:
+            data, target = data.to(device), target.to(device)
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(model(data), target)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        correct = 0
+        with torch.no_grad():
+            for data, target in val_loader:
+                data, target = data.to(device), target.to(device)
+                correct += model(data).argmax(dim=1).eq(target).sum().item()
+        _accuracy = correct / len(val_index)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def split_off_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (train, validation) indices `tuner.data.split_off` uses."""
+    from tuner.data import Images
+
+    images = Images(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n))
+    rest, held = split_off(images, fraction, seed)
+    return rest.y, held.y
+
+
+def tune_epochs(config: RunConfig, splits: Splits, device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    fit(config, splits, test=False)
+    synchronize(device)
+    return time.perf_counter() - started
+
+
+def measure(config: RunConfig, data_dir: str, splits: Splits, device: torch.device, repeats: int) -> dict:
+    """Median seconds of each side over `repeats` runs, alternating so that both see the same machine state."""
+    baseline, tune = [], []
+    tune_epochs(config.replace(epochs=1), splits, device)  # warm-up: allocator, kernels, thread pools
+    for _ in range(repeats):
+        baseline.append(baseline_epochs(config, data_dir, splits, device))
+        tune.append(tune_epochs(config, splits, device))
+    samples = len(splits.train) * config.epochs
+    result = {
+        "model": config.model,
+        "batch_size": config.batch_size,
+        "baseline_samples_per_s": round(samples / statistics.median(baseline), 1),
+        "tune_samples_per_s": round(samples / statistics.median(tune), 1),
+        "baseline_epoch_s": round(statistics.median(baseline) / config.epochs, 4),
+        "tune_epoch_s": round(statistics.median(tune) / config.epochs, 4),
+    }
+    result["speedup"] = round(result["tune_samples_per_s"] / result["baseline_samples_per_s"], 2)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument("--data-dir", help="torchvision data dir; default: synthetic data written to a temp dir")
+    parser.add_argument("--dataset", default="fashion-mnist")
+    parser.add_argument("--model", default="mlp", help="model family (default: the tutorial's MLP)")
+    parser.add_argument("--batch-size", type=int, default=128, help="default: the tutorial's 128")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--synthetic-size", type=int, default=60_000, help="training images when synthetic")
+    parser.add_argument("--sweep", action="store_true", help="also measure every model at batch 64 and 512")
+    args = parser.parse_args()
+
+    device = resolve_device(args.device)
+    data_dir = args.data_dir
+    if data_dir is None or not (Path(data_dir) / TORCHVISION_CLASSES[args.dataset] / "raw").exists():
+        data_dir = str(write_idx_dataset(tempfile.mkdtemp(prefix="tune-bench-"), args.dataset,
+                                         n_train=args.synthetic_size, n_test=10_000, noise=0.8))
+        print(f"data: synthetic {args.synthetic_size} training images in {data_dir}")
+    config = RunConfig(dataset=args.dataset, model=args.model, optimizer="adam", lr=1e-3,
+                       batch_size=args.batch_size, epochs=args.epochs, scheduler="none", dropout=0.0)
+    started = time.perf_counter()
+    splits = load_splits(args.dataset, data_dir, config.validation, config.split_seed, str(device))
+    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
+          f"threads: {torch.get_num_threads()}, train/val images: {len(splits.train)}/{len(splits.val)}, "
+          f"tune's one-time load: {time.perf_counter() - started:.2f} s")
+
+    rows = [measure(config, data_dir, splits, device, args.repeats)]
+    if args.sweep:
+        for model in ("mlp", "convnet", "cnn"):
+            for batch_size in (64, 512):
+                rows.append(measure(config.replace(model=model, batch_size=batch_size), data_dir, splits, device,
+                                    max(1, args.repeats - 1)))
+    for row in rows:
+        print(f"{row['model']:8} batch {row['batch_size']:4}: tune {row['tune_samples_per_s']:9.0f} samples/s "
+              f"({row['tune_epoch_s']:.3f} s/epoch), baseline {row['baseline_samples_per_s']:9.0f} samples/s "
+              f"({row['baseline_epoch_s']:.3f} s/epoch), speedup {row['speedup']:.2f}x")
+    summary = {"device": str(device), "epochs": args.epochs, "train_samples": len(splits.train), **rows[0]}
+    if args.sweep:
+        summary["sweep"] = rows[1:]
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

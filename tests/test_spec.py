@@ -1,0 +1,81 @@
+"""Study specs and run configs: every shipped spec loads, and bad specs name the problem."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.spec import Choices, Fixed, Range, RunConfig, SpecError, StudySpec, load_spec, shipped_specs
+
+
+@pytest.mark.parametrize("name", sorted(shipped_specs()))
+def test_every_shipped_spec_loads_and_round_trips(name):
+    spec = load_spec(name)
+    assert StudySpec.from_dict(spec.to_dict()) == spec
+
+
+def test_default_spec_file_is_the_embedded_default():
+    assert "fashion-mnist" in shipped_specs()
+    assert load_spec("fashion-mnist") == StudySpec() == load_spec(None)
+
+
+def test_default_study_searches_the_four_core_hyperparameters():
+    search = StudySpec().search
+    assert set(search["optimizer"].values) >= {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"}
+    assert search["lr"] == Range(1e-4, 0.1, log=True)
+    assert isinstance(search["batch_size"], Choices)
+    assert isinstance(search["gamma"], Range)
+
+
+def test_search_entries_read_as_fixed_choices_or_ranges():
+    spec = StudySpec.from_dict({"search": {"optimizer": "adam", "batch_size": [32, 64],
+                                           "lr": {"low": 1e-3, "high": 1e-1, "log": True}}})
+    assert spec.search == {"optimizer": Fixed("adam"), "batch_size": Choices((32, 64)),
+                           "lr": Range(1e-3, 1e-1, log=True)}
+
+
+def test_toml_spec(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "t"\nepochs = 2\nsampler = "random"\n[search]\noptimizer = ["adam", "sgd"]\n'
+                    'lr = {low = 0.001, high = 0.1, log = true}\n')
+    spec = load_spec(path)
+    assert (spec.name, spec.epochs, spec.sampler) == ("t", 2, "random")
+    assert spec.search["optimizer"] == Choices(("adam", "sgd"))
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"search": {"lr": {"low": 0.1, "high": 0.001}}}, "search.lr: low (0.1) is greater than high (0.001): swap them"),
+    ({"search": {"optimizer": ["adam", "lbfgs"]}}, "unknown optimizer 'lbfgs': choose one of sgd, adam"),
+    ({"search": {"learning_rate": 0.1}}, "unknown hyperparameter 'learning_rate' in search"),
+    ({"search": {"batch_size": []}}, "search.batch_size is an empty list"),
+    ({"search": {"lr": {"low": 0, "high": 0.1, "log": True}}}, "lr must be > 0, got 0"),
+    ({"epochs": 0}, "epochs must be >= 1, got 0"),
+    ({"sampler": "bayes"}, "unknown sampler 'bayes': choose one of tpe, random, cmaes, gp, qmc"),
+    ({"pruner": "early"}, "unknown pruner 'early'"),
+    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"validation": 1.5}, "validation must be a fraction between 0 and 1"),
+    ({"metric": "accuracy", "direction": "minimize"}, "direction 'minimize' contradicts metric 'accuracy'"),
+    ({"epoch": 3}, "unknown field(s) epoch in spec"),
+])
+def test_bad_specs_say_what_is_wrong(raw, message):
+    with pytest.raises(SpecError) as error:
+        StudySpec.from_dict(raw)
+    assert message in str(error.value)
+
+
+def test_unparsable_and_missing_spec_files(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("search: {lr: [0.1\n")
+    with pytest.raises(SpecError, match=r"cannot parse .*broken.yaml"):
+        load_spec(broken)
+    with pytest.raises(SpecError, match="no such spec file: nowhere.yaml"):
+        load_spec("nowhere.yaml")
+
+
+def test_run_config_rejects_hand_edited_values():
+    assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+    with pytest.raises(SpecError, match="unknown run config field"):
+        RunConfig.from_dict({**RunConfig().to_dict(), "learning_rate": 0.1})
+    with pytest.raises(SpecError, match="batch_size must be an integer"):
+        RunConfig.from_dict({**RunConfig().to_dict(), "batch_size": "big"})
+    with pytest.raises(SpecError, match="nesterov needs optimizer sgd"):
+        RunConfig(optimizer="adam", nesterov=True)

@@ -1,0 +1,73 @@
+"""Data, models and training: what a trial trains and how it stops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tuner.data import load_splits
+from tuner.errors import TuneError
+from tuner.models import build_model
+from tuner.spec import MODELS, RunConfig
+from tuner.train import Diverged, fit, resolve_device
+
+
+@pytest.fixture
+def splits(data_dir):
+    return load_splits("fashion-mnist", str(data_dir), 0.2, 0, "cpu")
+
+
+def test_splits_are_uint8_seeded_and_disjoint(splits, data_dir):
+    assert splits.train.x.dtype == torch.uint8 and splits.shape == (1, 28, 28)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (480, 120, 200)
+    again = load_splits("fashion-mnist", str(data_dir), 0.2, 0, "cpu")
+    assert again is splits  # loaded once per process
+    other_seed = load_splits("fashion-mnist", str(data_dir), 0.2, 1, "cpu")
+    assert not torch.equal(other_seed.val.y, splits.val.y)
+
+
+def test_validation_test_selects_on_the_test_split(data_dir):
+    splits = load_splits("fashion-mnist", str(data_dir), "test", 0, "cpu")
+    assert len(splits.train) == 600 and splits.val is splits.test
+
+
+@pytest.mark.parametrize("family", MODELS)
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_models_take_uint8_images_of_each_dataset_shape(family, shape):
+    model = build_model(family, shape, 10, 0.2, (0.5,) * shape[0], (0.25,) * shape[0])
+    logits = model(torch.randint(0, 256, (4, *shape), dtype=torch.uint8))
+    assert logits.shape == (4, 10)
+
+
+def test_fit_learns_and_reports_every_epoch(splits):
+    seen = []
+    result = fit(RunConfig(model="mlp", optimizer="adam", lr=1e-3, epochs=3), splits, seen.append)
+    assert [e.epoch for e in seen] == [1, 2, 3]
+    assert result.history[-1].val_accuracy > 0.9
+    assert result.test_accuracy > 0.9
+
+
+def test_same_seed_same_result(splits):
+    config = RunConfig(model="convnet", optimizer="sgd", lr=0.05, momentum=0.9, epochs=2, seed=7)
+    first, second = fit(config, splits), fit(config, splits)
+    assert [e.val_loss for e in first.history] == [e.val_loss for e in second.history]
+    assert first.test_accuracy == second.test_accuracy
+
+
+def test_exploding_loss_raises_diverged(splits):
+    with pytest.raises(Diverged, match="training loss became (nan|inf) in epoch 1"):
+        fit(RunConfig(model="mlp", optimizer="sgd", lr=1e6, momentum=0.9, epochs=3), splits)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"])
+@pytest.mark.parametrize("scheduler", ["exponential", "step", "none"])
+def test_every_optimizer_and_scheduler_trains(splits, optimizer, scheduler):
+    config = RunConfig(model="mlp", optimizer=optimizer, scheduler=scheduler, lr=1e-3, epochs=1, batch_size=128)
+    assert fit(config, splits).history[0].val_accuracy > 0
+
+
+def test_devices_that_are_absent_are_refused():
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(TuneError, match="--device cuda: no CUDA GPU is visible"):
+            resolve_device("cuda")
