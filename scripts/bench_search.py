@@ -3,8 +3,9 @@
 Both train the same model family with the same optimizer, learning rate, batch size and epochs on the same
 train/validation split of the same data on the same device, and evaluate validation accuracy after every epoch:
 
-- baseline: what Optuna's PyTorch example does: torchvision dataset with ToTensor, a shuffled DataLoader, one
-  `.to(device)` per batch, a validation DataLoader, a `.item()` per validation batch;
+- baseline: what Optuna's PyTorch example does: torchvision dataset with ToTensor (and Normalize, as PyTorch's MNIST
+  example), built inside the objective, a shuffled DataLoader, one `.to(device)` per batch, a validation
+  DataLoader, a `.item()` per validation batch;
 - tune: `tuner.train.fit`: uint8 tensors on the device, batches drawn by index, one host sync per epoch.
 
 Throughput is training samples per second of wall time over whole epochs (train + validation). The last line
@@ -19,7 +20,9 @@ import argparse
 import json
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,9 +30,9 @@ from torch import nn
 
 from tuner.data import TORCHVISION_CLASSES, Splits, load_splits, split_off
 from tuner.models import build_model
-from tuner.spec import RunConfig
+from tuner.spec import RunConfig, StudySpec
 from tuner.synthetic import write_idx_dataset
-from tuner.train import fit, make_optimizer, resolve_device
+from tuner.train import fit, make_optimizer, make_scheduler, resolve_device
 
 
 def synchronize(device: torch.device) -> None:
@@ -37,26 +40,29 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def baseline_epochs(config: RunConfig, data_dir: str, splits: Splits, device: torch.device) -> float:
-    """Seconds for `config.epochs` epochs of the tutorial loop (DataLoader + ToTensor); returns wall time."""
+def baseline_fit(config: RunConfig, data_dir: str, splits: Splits, device: torch.device,
+                 on_epoch: Callable[[int, float], None] | None = None) -> float:
+    """The tutorial's loop (DataLoader + ToTensor, `.to(device)` and `.item()` per batch) on tune's split and
+    model; calls `on_epoch(epoch, validation accuracy)` and returns the last epoch's accuracy."""
     import torchvision
     from torchvision import transforms
 
     dataset_cls = getattr(torchvision.datasets, TORCHVISION_CLASSES[config.dataset])
-    full = dataset_cls(data_dir, train=True, download=False, transform=transforms.ToTensor())
-    # The very same split tune uses: split_off orders indices the same way.
+    # The tutorials normalize in the transform pipeline, per image; tune's models do it on the batch.
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(splits.mean, splits.std)])
+    full = dataset_cls(data_dir, train=True, download=False, transform=transform)
     train_index, val_index = split_off_indices(len(full), config.validation, config.split_seed)
     train_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, train_index.tolist()),
                                                batch_size=config.batch_size, shuffle=True)
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, val_index.tolist()),
                                              batch_size=config.batch_size)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
-    model = model.to(device)
+    _, model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = model.to(device)  # the same network, without tune's built-in normalization
     optimizer = make_optimizer(config, model.parameters(), torch.device("cpu"))  # the tutorial: no fused kernels
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(config.epochs):
+    scheduler = make_scheduler(config, optimizer)
+    accuracy = 0.0
+    for epoch in range(1, config.epochs + 1):
         model.train()
         for data, target in train_loader:
             data, target = data.to(device), target.to(device)
@@ -64,13 +70,23 @@ def baseline_epochs(config: RunConfig, data_dir: str, splits: Splits, device: to
             loss = nn.functional.cross_entropy(model(data), target)
             loss.backward()
             optimizer.step()
+        scheduler.step()
         model.eval()
         correct = 0
         with torch.no_grad():
             for data, target in val_loader:
                 data, target = data.to(device), target.to(device)
                 correct += model(data).argmax(dim=1).eq(target).sum().item()
-        _accuracy = correct / len(val_index)
+        accuracy = correct / len(val_index)
+        if on_epoch is not None:
+            on_epoch(epoch, accuracy)
+    return accuracy
+
+
+def baseline_epochs(config: RunConfig, data_dir: str, splits: Splits, device: torch.device) -> float:
+    synchronize(device)
+    started = time.perf_counter()
+    baseline_fit(config, data_dir, splits, device)
     synchronize(device)
     return time.perf_counter() - started
 
@@ -112,6 +128,68 @@ def measure(config: RunConfig, data_dir: str, splits: Splits, device: torch.devi
     return result
 
 
+class BusySampler:
+    """GPU busy share while a block runs: nvidia-smi's utilization sampled every 0.5 s (CUDA only)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.samples, self.stop = device, [], threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import subprocess
+
+        index = self.device.index or 0
+        while not self.stop.wait(0.5):
+            out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=utilization.gpu",
+                                  "--format=csv,noheader,nounits"], capture_output=True, text=True)
+            if out.returncode == 0 and out.stdout.strip().isdigit():
+                self.samples.append(int(out.stdout.strip()))
+
+    def __enter__(self) -> BusySampler:
+        if self.device.type == "cuda":
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+
+    @property
+    def share(self) -> float | None:
+        return round(statistics.mean(self.samples) / 100, 3) if self.samples else None
+
+
+def study_rate(kind: str, spec: StudySpec, data_dir: str, splits: Splits, device: torch.device,
+               seconds: float, seed: int) -> dict:
+    """Trials per hour of one pruned study run for `seconds`, with tune's objective or the tutorial's."""
+    import optuna
+
+    from tuner.objective import Objective
+    from tuner.samplers import make_pruner, make_sampler
+    from tuner.space import sample_config
+
+    def tutorial_objective(trial: optuna.Trial) -> float:
+        config = sample_config(trial, spec, seed + trial.number)
+
+        def report(epoch: int, accuracy: float) -> None:
+            trial.report(accuracy, epoch)
+            if epoch < config.epochs and trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return baseline_fit(config, data_dir, splits, device, report)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    objective = Objective(spec, splits, seed, keep_top=0) if kind == "tune" else tutorial_objective
+    study = optuna.create_study(direction="maximize", sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
+    started = time.perf_counter()
+    with BusySampler(device) as busy:
+        study.optimize(objective, timeout=seconds)
+    elapsed = time.perf_counter() - started
+    finished = [t for t in study.trials if t.state.is_finished()]
+    return {"trials": len(finished), "seconds": round(elapsed, 1),
+            "trials_per_hour": round(len(finished) / elapsed * 3600, 1),
+            "best_value": round(study.best_value, 4), "gpu_busy": busy.share}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -119,10 +197,15 @@ def main() -> None:
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--model", default="mlp", help="model family (default: the tutorial's MLP)")
     parser.add_argument("--batch-size", type=int, default=128, help="default: the tutorial's 128")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-size", type=int, default=60_000, help="training images when synthetic")
     parser.add_argument("--sweep", action="store_true", help="also measure every model at batch 64 and 512")
+    parser.add_argument("--study-seconds", type=float, default=0,
+                        help="also run a pruned study (the default search space) for S seconds with each objective "
+                             "and compare trials/hour")
+    parser.add_argument("--study-model", default=None, help="model of that study (default: the default study's)")
+    parser.add_argument("--study-epochs", type=int, default=None, help="epochs per trial of that study")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -152,6 +235,17 @@ def main() -> None:
     summary = {"device": str(device), "epochs": args.epochs, "train_samples": len(splits.train), **rows[0]}
     if args.sweep:
         summary["sweep"] = rows[1:]
+    if args.study_seconds:
+        spec = StudySpec(dataset=args.dataset).replace(model=args.study_model, epochs=args.study_epochs)
+        rates = {kind: study_rate(kind, spec, data_dir, splits, device, args.study_seconds, seed=0)
+                 for kind in ("baseline", "tune")}
+        for kind, rate in rates.items():
+            print(f"study ({spec.model}, {spec.epochs} epochs, {spec.pruner} pruner) with the {kind} objective: "
+                  f"{rate['trials']} trials in {rate['seconds']} s = {rate['trials_per_hour']:.0f} trials/hour, "
+                  f"best {rate['best_value']}, GPU busy {rate['gpu_busy']}")
+        summary["study"] = rates
+        summary["trials_per_hour_speedup"] = round(rates["tune"]["trials_per_hour"]
+                                                   / rates["baseline"]["trials_per_hour"], 2)
     print(json.dumps(summary))
 
 

@@ -39,7 +39,7 @@ def _isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    for name in ("TUNE_STORAGE", "TUNE_DATA_DIR"):
+    for name in ("TUNE_STORAGE", "TUNE_DATA_DIR", "TUNE_ARTIFACTS"):
         monkeypatch.delenv(name, raising=False)
 
 

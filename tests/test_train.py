@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import tuner.train
 from tuner.data import load_splits
 from tuner.errors import TuneError
 from tuner.models import build_model
@@ -71,3 +72,12 @@ def test_devices_that_are_absent_are_refused():
     if not torch.cuda.is_available():
         with pytest.raises(TuneError, match="--device cuda: no CUDA GPU is visible"):
             resolve_device("cuda")
+
+
+def test_compiled_training_matches_eager(splits, monkeypatch):
+    """torch.compile's graph capture (the eager backend, to skip minutes of kernel builds) changes no result."""
+    monkeypatch.setattr(tuner.train, "COMPILE_BACKEND", "eager")
+    config = RunConfig(model="bncnn", optimizer="adamw", lr=1e-3, epochs=2, batch_size=100, seed=3)
+    plain, compiled = fit(config, splits), fit(config, splits, compile=True)
+    assert [e.val_loss for e in compiled.history] == pytest.approx([e.val_loss for e in plain.history], rel=1e-4)
+    assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # no "_orig_mod." prefixes

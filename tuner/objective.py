@@ -9,6 +9,7 @@ from collections.abc import Callable
 import optuna
 import torch
 
+from tuner.artifacts import keep_weights
 from tuner.data import Splits
 from tuner.errors import TrialFailed
 from tuner.space import sample_config
@@ -46,12 +47,14 @@ class Objective:
         config = sample_config(trial, self.spec, seed)
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config.to_dict())
+        trial.set_user_attr("threads", torch.get_num_threads())  # CPU results depend on it; `tune train` replays it
 
         def report(epoch: Epoch) -> None:
             trial.report(epoch.metric(self.spec.metric), epoch.epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch)
-            if trial.should_prune():
+            # After the last epoch the work is done: the trial completes with its value, whatever the pruner says.
+            if epoch.epoch < config.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
         out_of_memory = False
@@ -72,6 +75,8 @@ class Objective:
 
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
+        value = result.history[-1].metric(self.spec.metric)
+        keep_weights(trial, result.model, value, self.keep_top)
         if self.on_fit is not None:
             self.on_fit(trial, result)
-        return result.history[-1].metric(self.spec.metric)
+        return value

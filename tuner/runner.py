@@ -1,10 +1,13 @@
-"""Running trials of one study in this process, with live progress, and stopping cleanly on Ctrl-C or SIGTERM."""
+"""Running trials of one study, in this process or in worker processes (tuner.workers), with live progress, and
+stopping cleanly on Ctrl-C or SIGTERM."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,12 +17,34 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.data import Splits, default_data_dir, load_splits
-from tuner.errors import TrialFailed
+from tuner.errors import TuneError
 from tuner.objective import Objective
 from tuner.samplers import make_pruner, make_sampler
 from tuner.spec import StudySpec, load_spec
-from tuner.storage import create_or_load_study, default_storage_url, open_storage, stored_spec, study_names
+from tuner.storage import (
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    WORKER_ATTR,
+    create_or_load_study,
+    default_storage_url,
+    load_study,
+    open_storage,
+    reap_stale_trials,
+    stored_spec,
+    study_names,
+)
 from tuner.train import Epoch, resolve_device
+from tuner.workers import (
+    GPU_ATTR,
+    RUN_ATTR,
+    Budget,
+    Tagged,
+    new_run_id,
+    run_pool,
+    run_tag,
+    run_trials,
+    worker_name,
+)
 
 
 @contextlib.contextmanager
@@ -76,8 +101,9 @@ class SearchProgress:
         self.bar.update(self.task, advance=1, description=describe_best(study))
         if not self.live:
             value = "" if trial.value is None else f" value {trial.value:.4f}"
+            reason = f" ({trial.user_attrs['reason']})" if "reason" in trial.user_attrs else ""
             epochs = len(trial.intermediate_values)
-            self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs} epoch(s); "
+            self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs} epoch(s){reason}; "
                                f"{describe_best(study)}", highlight=False)
 
 
@@ -86,13 +112,31 @@ def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials
     """Run `n_trials` more trials (or until `timeout` seconds) of `spec` in this process.
 
     A trial that fails for its own reasons (out of memory) does not stop the search; Ctrl-C or SIGTERM marks the
-    running trial FAIL and raises KeyboardInterrupt, leaving the study resumable.
+    running trial FAIL and raises KeyboardInterrupt, leaving the study resumable. A lost database is waited for
+    a while (tuner.workers.run_trials).
     """
     console = console or Console(stderr=True)
+    deadline = None if timeout is None else time.time() + timeout
     with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
         objective = Objective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top)
-        study.optimize(objective, n_trials=n_trials, timeout=timeout, catch=(TrialFailed,),
-                       callbacks=[progress.on_trial_end])
+        tags = {WORKER_ATTR: worker_name(), GPU_ATTR: os.environ.get("CUDA_VISIBLE_DEVICES"),
+                RUN_ATTR: run_tag(new_run_id(), n_trials)}
+        run_trials(study, Tagged(objective, tags), Budget(n_trials), deadline=deadline,
+                   callbacks=[progress.on_trial_end])
+
+
+def run(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
+        seed: int | None, keep_top: int = 3, console: Console | None = None) -> None:
+    """Run `n_trials` trials of the session's study: in this process for one unpinned worker, else in one worker
+    process per slot (tuner.workers.run_pool). Trials whose worker died before this run are failed (and retried)
+    at the start, by `prepare`, and again at the end."""
+    console = console or Console(stderr=True)
+    if slots == [None]:
+        run_search(session.study, session.spec, session.splits, n_trials=n_trials, timeout=timeout, seed=seed,
+                   keep_top=keep_top, console=console)
+    else:
+        run_pool(session, slots, n_trials=n_trials, timeout=timeout, seed=seed, keep_top=keep_top, console=console)
+    reap_stale_trials(session.study)
 
 
 @dataclass
@@ -104,6 +148,10 @@ class Session:
     splits: Splits
     storage_url: str
     explicit_storage: bool  # whether the user named the storage (so printed commands must name it too)
+    data_dir: str = ""  # where workers read the dataset
+    device: str = "auto"  # what workers train on (each resolves it after its GPU is pinned)
+    heartbeat_interval: int | None = HEARTBEAT_INTERVAL  # seconds; workers use the same settings
+    grace_period: int | None = GRACE_PERIOD
 
 
 def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, spec_file: str | None,
@@ -124,21 +172,55 @@ def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, s
     return spec.replace(name=study_name, **overrides)
 
 
+def _load_data(spec: StudySpec, data_dir: str, device: str) -> Splits:
+    return load_splits(spec.dataset, data_dir, spec.validation, spec.split_seed, device)
+
+
 def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str | None, data_dir: str | None,
-            device: str, seed: int | None, **overrides) -> Session:
-    """Check every input, load the data, then create or load the study: bad input never creates a study."""
+            device: str, seed: int | None, heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
+            grace_period: int | None = GRACE_PERIOD, in_process: bool = True, **overrides) -> Session:
+    """Check every input, load the data, then create or load the study: bad input never creates a study.
+
+    The study (and a fresh database's schema) is created here, once, before any worker process starts. Unless
+    trials run `in_process`, the data is loaded only to check it, on the CPU: each worker loads its own copy.
+    Trials left RUNNING by dead workers (stale heartbeat) are failed and queued for retry.
+    """
     explicit_storage = storage_url is not None
     storage_url = storage_url or default_storage_url()
     torch_device = resolve_device(device)
-    storage = open_storage(storage_url)
+    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     spec = resolve_spec(storage, study_name, spec_file, **overrides)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
-    splits = load_splits(spec.dataset, str(data_dir or default_data_dir()), spec.validation, spec.split_seed,
-                         str(torch_device))
+    data_dir = str(data_dir or default_data_dir())
+    splits = _load_data(spec, data_dir, str(torch_device) if in_process else "cpu")
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
     if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
         study.sampler = make_sampler(spec, seed + len(study.trials))
-    return Session(study, spec, splits, storage_url, explicit_storage)
+    reap_stale_trials(study)
+    return Session(study, spec, splits, storage_url, explicit_storage, data_dir, device, heartbeat_interval,
+                   grace_period)
+
+
+def join(*, study_name: str, storage_url: str | None, data_dir: str | None, device: str, seed: int | None,
+         heartbeat_interval: int | None = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD,
+         in_process: bool = True) -> Session:
+    """Join an existing study (`tune worker`): load it with the spec it was created with; never create one."""
+    explicit_storage = storage_url is not None
+    storage_url = storage_url or default_storage_url()
+    torch_device = resolve_device(device)
+    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    spec = stored_spec(load_study(study_name, storage))
+    if spec is None:
+        raise TuneError(f"study {study_name!r} was not created by `tune start` (it stores no spec): "
+                        "run it with `tune start --study NAME --spec FILE` instead")
+    data_dir = str(data_dir or default_data_dir())
+    splits = _load_data(spec, data_dir, str(torch_device) if in_process else "cpu")
+    study = load_study(study_name, storage, sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
+    if seed is not None and study.trials:
+        study.sampler = make_sampler(spec, seed + len(study.trials))
+    reap_stale_trials(study)
+    return Session(study, spec.replace(name=study_name), splits, storage_url, explicit_storage, data_dir, device,
+                   heartbeat_interval, grace_period)
 
 
 def _storage_flag(session: Session) -> str:
@@ -164,6 +246,9 @@ def summary(session: Session) -> str:
         test_text = f", test accuracy {test:.4f}" if test is not None else ""
         lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {best.value:.4f}{test_text}")
         lines.append("  " + " ".join(f"{k}={_short(v)}" for k, v in best.params.items()))
+    if counts.get("WAITING"):
+        lines.append(f"Queued:  {counts['WAITING']} trial(s) wait with fixed params (retries of trials whose worker "
+                     "died): the next run starts with them")
     flag = _storage_flag(session)
     lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
               f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml",

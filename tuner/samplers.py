@@ -18,8 +18,9 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
     """The spec's sampler, seeded with `seed` unless the spec's options set one."""
     samplers = optuna.samplers
     defaults: dict[str, tuple[type, dict]] = {
-        # multivariate + group: TPE models the conditional space (momentum only for sgd, say) jointly.
-        "tpe": (samplers.TPESampler, {"multivariate": True, "group": True}),
+        # multivariate + group: TPE models the conditional space (momentum only for sgd, say) jointly;
+        # constant_liar: parallel workers do not all sample next to the same promising point.
+        "tpe": (samplers.TPESampler, {"multivariate": True, "group": True, "constant_liar": True}),
         "random": (samplers.RandomSampler, {}),
         "cmaes": (samplers.CmaEsSampler, {"warn_independent_sampling": False}),
         "gp": (samplers.GPSampler, {"warn_independent_sampling": False}),

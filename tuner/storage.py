@@ -9,19 +9,24 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import optuna
+from optuna.trial import TrialState
 
 from tuner.errors import TuneError
 from tuner.spec import StudySpec
 
-# tune reports progress itself; Optuna's per-trial log lines and notes on experimental features are noise here.
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# tune reports each trial itself (with the reason of a failure); Optuna's per-trial log lines, its tracebacks of
+# trials failed on purpose (Ctrl-C, out of memory) and its notes on experimental features are noise here.
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 SPEC_ATTR = "spec"  # study user attr holding the spec the study was created with
+WORKER_ATTR = "worker"  # trial user attr: "host:pid" of the process that runs it
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # seconds without a heartbeat after which a RUNNING trial is failed and retried
 MAX_RETRY = 3  # retries of a trial whose worker died, with the same params
+# Connections per process: its main thread and its heartbeat thread each hold at most one at a time.
+POOL_SIZE, MAX_OVERFLOW = 2, 2
 
 
 def default_storage_url() -> str:
@@ -45,19 +50,33 @@ def _prepare_sqlite(url: str) -> None:
         raise TuneError(f"cannot open SQLite storage {path}: {e}; check the path and its permissions") from None
 
 
+def check_heartbeat(heartbeat_interval: int | None, grace_period: int | None) -> None:
+    """A grace period shorter than two heartbeats would fail live trials whose heartbeat is merely late."""
+    if heartbeat_interval is not None and grace_period is not None and grace_period < 2 * heartbeat_interval:
+        raise TuneError(f"--grace-period {grace_period} is shorter than two heartbeats ({heartbeat_interval} s "
+                        f"each): use --grace-period {2 * heartbeat_interval} or more")
+
+
 def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEARTBEAT_INTERVAL,
                  grace_period: int | None = GRACE_PERIOD) -> optuna.storages.RDBStorage:
-    """An Optuna RDB storage for `url` with heartbeats, so trials of dead workers are failed and retried."""
+    """An Optuna RDB storage for `url` with heartbeats, so trials of dead workers are failed and retried.
+
+    Each process opens its own (engines do not cross processes) with a small connection pool: close it with
+    `close_storage`. All workers of a study should use the same heartbeat settings: a worker with a short grace
+    period fails the live trials of workers that beat slowly.
+    """
     url = url or default_storage_url()
     scheme = urlsplit(url).scheme
     if scheme not in SCHEMES:
         raise TuneError(f"unknown storage scheme {scheme or url!r}: use sqlite:///PATH or "
                         "postgresql://USER@HOST:PORT/DB")
+    check_heartbeat(heartbeat_interval, grace_period)
     if scheme == "sqlite":
         _prepare_sqlite(url)
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
-        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+        engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
+                         "pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     try:
         return optuna.storages.RDBStorage(
@@ -70,6 +89,49 @@ def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEA
         where = make_url(url).render_as_string(hide_password=True)
         raise TuneError(f"cannot open storage {where}: {reason}. Check that the database server runs and "
                         "the URL is right") from None
+
+
+def rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
+    """The RDB storage itself: a study loaded from one holds it in Optuna's caching wrapper."""
+    return getattr(storage, "_backend", storage)
+
+
+def close_storage(storage: optuna.storages.RDBStorage) -> None:
+    """Give this thread's session back and close the pool's connections (a worker does this on exit)."""
+    storage.remove_session()
+    storage.engine.dispose()
+
+
+def reap_stale_trials(study: optuna.Study) -> list[int]:
+    """Fail the RUNNING trials whose heartbeat stopped (their worker died) and queue their retries; returns their
+    numbers. Optuna does this before each trial; tune also does it when a command starts and ends."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return []
+    optuna.storages.fail_stale_trials(study)
+    still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return sorted(running - still)
+
+
+def fail_trials_of(study: optuna.Study, worker: str, *, retry: bool) -> list[int]:
+    """Fail the RUNNING trials recorded as run by `worker` ("host:pid", a process known to be dead) at once,
+    without waiting for their heartbeat to go stale; with `retry`, queue each again with the same params through
+    the storage's RetryHeartbeatStaleTrialCallback, as a stale heartbeat would. Returns their numbers."""
+    storage = study._storage
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) != worker:
+            continue
+        try:  # FrozenTrial has no public id; optuna's own fail_stale_trials uses the same storage calls
+            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                failed.append(trial)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # it finished, or someone else failed it, meanwhile
+    callback = storage.get_heartbeat_stale_trial_callback() if retry else None
+    for trial in failed:
+        if callback is not None:
+            callback(study, storage.get_trial(trial._trial_id))
+    return [t.number for t in failed]
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
@@ -103,4 +165,6 @@ def create_or_load_study(name: str, spec: StudySpec, storage: optuna.storages.Ba
                         f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")
     if not exists or SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
+        from tuner.notes import record_spec  # the dashboard shows the spec as the study's note
+        record_spec(study, spec)
     return study

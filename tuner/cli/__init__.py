@@ -6,7 +6,10 @@ import click
 
 from tuner import __version__
 from tuner.cli.common import TuneGroup
+from tuner.cli.dashboard import dashboard
+from tuner.cli.inspect import COMMANDS as INSPECT_COMMANDS
 from tuner.cli.start import start
+from tuner.cli.workers import COMMANDS as WORKER_COMMANDS
 
 
 @click.group(cls=TuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,3 +25,6 @@ def main(debug: bool) -> None:
 
 
 main.add_command(start)
+main.add_command(dashboard)
+for command in (*INSPECT_COMMANDS, *WORKER_COMMANDS):
+    main.add_command(command)

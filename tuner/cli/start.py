@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tuner.cli.common import storage_option
+from tuner.cli.workers import heartbeat, run_and_report, worker_options
 from tuner.spec import PRUNERS, SAMPLERS
 
 
@@ -29,9 +30,11 @@ from tuner.spec import PRUNERS, SAMPLERS
               help="Keep the weights of the K best trials as artifacts (0: none).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
               help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+@worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
           data_dir: str | None, epochs: int | None, sampler: str | None, pruner: str | None, seed: int | None,
-          keep_top: int, device: str) -> None:
+          keep_top: int, device: str, workers: int | None, gpus: str | None, per_gpu: int | None,
+          heartbeat_interval: int | None, grace_period: int | None) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
 
     \b
@@ -39,16 +42,13 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
       tune start --trials 100
       tune start --study fmnist-sgd --spec studies/fashion-mnist.yaml --epochs 8 --seed 1
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
+      tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
     """
     from tuner import runner
+    from tuner.workers import plan_workers
 
+    slots = plan_workers(workers, gpus, per_gpu)
     session = runner.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
-                             device=device, seed=seed, epochs=epochs, sampler=sampler, pruner=pruner)
-    try:
-        runner.run_search(session.study, session.spec, session.splits, n_trials=trials, timeout=timeout,
-                          seed=seed, keep_top=keep_top)
-    except KeyboardInterrupt:
-        click.echo(f"\nInterrupted: the running trial is marked FAIL. Resume with: "
-                   f"{runner.resume_command(session)}", err=True)
-        raise SystemExit(130) from None
-    click.echo(runner.summary(session))
+                             device=device, seed=seed, epochs=epochs, sampler=sampler, pruner=pruner,
+                             in_process=slots == [None], **heartbeat(heartbeat_interval, grace_period))
+    run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

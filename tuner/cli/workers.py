@@ -1,0 +1,127 @@
+"""`tune worker` (join a study from any machine) and `tune status` (watch one), and the worker options that
+`tune start` shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from tuner.cli.common import storage_option
+
+
+def worker_options(command: Callable) -> Callable:
+    """--workers, --gpus, --per-gpu, --heartbeat-interval, --grace-period: how trials run, shared by start/worker."""
+    options = [
+        click.option("--workers", type=click.IntRange(min=1), metavar="N",
+                     help="Worker processes on this machine [default: len(gpus) x per-gpu, else 1, which runs "
+                          "trials in this process]."),
+        click.option("--gpus", metavar="IDS",
+                     help="Pin workers to these GPUs (CUDA_VISIBLE_DEVICES ids), round-robin, e.g. --gpus 0,1,2,3."),
+        click.option("--per-gpu", type=click.IntRange(min=1), metavar="K", help="Workers on each GPU of --gpus."),
+        # Defaults (None here, so that `tune --help` need not import optuna) are tuner.storage's.
+        click.option("--heartbeat-interval", type=click.IntRange(min=1), metavar="S",
+                     help="Seconds between heartbeats of a running trial [default: 10]."),
+        click.option("--grace-period", type=click.IntRange(min=1), metavar="S",
+                     help="Seconds without a heartbeat after which a running trial counts as dead: it is marked "
+                          "FAIL and retried with the same params. Use the same value on every worker of a study "
+                          "[default: 60]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def heartbeat(interval: int | None, grace: int | None) -> dict[str, int]:
+    """The heartbeat settings to open storages with: the options given, else tuner.storage's defaults."""
+    from tuner.storage import GRACE_PERIOD, HEARTBEAT_INTERVAL
+
+    return {"heartbeat_interval": interval or HEARTBEAT_INTERVAL, "grace_period": grace or GRACE_PERIOD}
+
+
+def run_and_report(session, slots: list[str | None], *, trials: int, timeout: float | None, seed: int | None,
+                   keep_top: int) -> None:
+    """Run the trials, then print the summary; on Ctrl-C/SIGTERM print how to resume and exit 130."""
+    from tuner import runner
+    from tuner.workers import WorkersFailed
+
+    try:
+        runner.run(session, slots, n_trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
+    except KeyboardInterrupt:
+        which = "the running trial is" if slots == [None] else "the running trials are"
+        click.echo(f"\nInterrupted: {which} marked FAIL. Resume with: {runner.resume_command(session)}", err=True)
+        raise SystemExit(130) from None
+    except WorkersFailed as e:
+        click.echo(runner.summary(session))
+        click.echo(f"Error: {e} (see its message above). Resume with: {runner.resume_command(session)}", err=True)
+        raise SystemExit(1) from None
+    click.echo(runner.summary(session))
+
+
+@click.command()
+@click.argument("name")
+@storage_option
+@click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True,
+              help="How many trials this invocation runs (shared by its workers).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
+              help="Start no new trial after S seconds.")
+@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
+              help="Where the dataset is, or is downloaded to [env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed the sampler and each trial's training.")
+@click.option("--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
+              help="Keep the weights of the K best trials as artifacts (0: none).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+              help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+@worker_options
+def worker(name: str, storage: str | None, trials: int, timeout: float | None, data_dir: str | None,
+           seed: int | None, keep_top: int, device: str, workers: int | None, gpus: str | None, per_gpu: int | None,
+           heartbeat_interval: int | None, grace_period: int | None) -> None:
+    """Join study NAME, running its stored spec, from this machine: many machines can work on one study.
+
+    \b
+    Examples:
+      tune worker fashion-mnist --storage postgresql://tune@db:5432/tune --gpus 0,1,2,3 --trials 40
+      tune worker fashion-mnist --storage postgresql://tune@db:5432/tune --gpus 0 --per-gpu 2
+    """
+    from tuner import runner
+    from tuner.workers import plan_workers
+
+    slots = plan_workers(workers, gpus, per_gpu)
+    session = runner.join(study_name=name, storage_url=storage, data_dir=data_dir, device=device, seed=seed,
+                          in_process=slots == [None], **heartbeat(heartbeat_interval, grace_period))
+    run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
+
+
+@click.command()
+@click.argument("name")
+@storage_option
+@click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts) instead of a live view.")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json prints one snapshot as JSON (implies --once).")
+def status(name: str, storage: str | None, once: bool, output: str) -> None:
+    """Watch study NAME: trials by state, running trials with worker, GPU, epoch and heartbeat, best, ETA.
+
+    \b
+    Examples:
+      tune status fashion-mnist
+      tune status fashion-mnist --storage postgresql://tune@db:5432/tune --format json
+    """
+    from rich.console import Console
+
+    from tuner import status as view
+    from tuner.storage import close_storage, load_study, open_storage
+
+    storage_ = open_storage(storage, heartbeat_interval=None, grace_period=None)
+    try:
+        study = load_study(name, storage_)
+        if output == "json":
+            click.echo(view.snapshot(study).to_json())
+        elif once:
+            Console(highlight=False, soft_wrap=True).print(view.render(view.snapshot(study)))
+        else:
+            view.watch(study, Console(highlight=False))
+    finally:
+        close_storage(storage_)
+
+
+COMMANDS = (worker, status)

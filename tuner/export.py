@@ -1,0 +1,244 @@
+"""Export files: one trial's run config, replayed from the trial, as commented YAML that people and code can read.
+
+An export file has three sections: `config` (the RunConfig fields: everything `tune train` needs to rerun the trial),
+`input` (the model's input shape and number of classes, for readers; derived, not read back) and `provenance`
+(where the config came from: study, trial, its results, storage, versions, date). Only `config` is required.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuner.errors import TuneError
+from tuner.spec import RunConfig, SpecError, read_mapping
+
+SECTIONS = ("config", "input", "provenance")
+# Image shape (C, H, W) and class count of each dataset, for the `input` section.
+DATASET_INPUTS = {
+    "fashion-mnist": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "kmnist": ((1, 28, 28), 10),
+    "cifar10": ((3, 32, 32), 10),
+}
+# The config's fields in groups a reader scans top to bottom; fields of RunConfig not named here go under "other".
+FIELD_GROUPS = {
+    "data": ("dataset", "validation", "split_seed"),
+    "model": ("model", "dropout"),
+    "optimizer": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size"),
+    "schedule": ("scheduler", "gamma", "step_size", "epochs"),
+    "run": ("seed", "metric"),
+}
+FIELD_NOTES = {
+    "validation": 'held-out fraction of the training set, or "test"',
+    "split_seed": "seed of the train/validation split",
+    "dropout": "after each hidden fully connected layer",
+    "lr": "initial learning rate",
+    "momentum": "sgd and rmsprop only",
+    "nesterov": "sgd only",
+    "scheduler": "lr schedule, stepped after each epoch",
+    "gamma": "lr multiplier of each scheduler step",
+    "step_size": "epochs between steps of the step scheduler",
+    "seed": "seeds weight init, batch order and dropout",
+    "metric": "validation metric the study selected on",
+}
+
+
+class ExportError(TuneError):
+    pass
+
+
+@dataclass(frozen=True)
+class Export:
+    """An export file as read back: the run config and whatever provenance it carries."""
+
+    config: RunConfig
+    provenance: dict[str, Any]
+
+
+def trial_config(study_name: str, trial) -> RunConfig:
+    """The config the trial trained, as it recorded it (user attr `config`): a replay, not a re-derivation."""
+    raw = trial.user_attrs.get("config")
+    if raw is None:
+        raise ExportError(f"trial {trial.number} of study {study_name!r} has no stored run config (user attr "
+                          "`config`): only trials run by `tune start` can be exported")
+    try:
+        return RunConfig.from_dict(raw)
+    except (SpecError, TypeError) as e:
+        raise ExportError(f"trial {trial.number} of study {study_name!r} stores an invalid config: {e}") from None
+
+
+def input_section(dataset: str) -> dict[str, Any]:
+    shape, num_classes = DATASET_INPUTS[dataset]
+    return {"shape": list(shape), "num_classes": num_classes}
+
+
+def versions() -> dict[str, str]:
+    import optuna
+    import torch
+
+    from tuner import __version__
+
+    return {"tune": __version__, "optuna": str(optuna.__version__), "torch": str(torch.__version__)}
+
+
+def public_url(url: str) -> str:
+    """The storage URL with any password masked, fit to print and to share."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy parses: drop whatever sits between :// and @
+        return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def provenance(study_name: str, trial, storage_url: str) -> dict[str, Any]:
+    """Where the config came from; `threads` (the trial's CPU threads, if it recorded them) lets a CPU replay match."""
+    out = {
+        "study": study_name,
+        "trial": trial.number,
+        "state": trial.state.name,
+        "value": trial.value,
+        "test_accuracy": trial.user_attrs.get("test_accuracy"),
+        "storage": public_url(storage_url),
+        "versions": versions(),
+        "exported": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if "threads" in trial.user_attrs:
+        out["threads"] = trial.user_attrs["threads"]
+    return out
+
+
+def _line(key: str, value: Any, indent: str = "") -> str:
+    return indent + yaml.safe_dump({key: value}, default_flow_style=False).rstrip("\n")
+
+
+def _config_lines(config: RunConfig) -> list[str]:
+    values = config.to_dict()
+    named = {name for group in FIELD_GROUPS.values() for name in group}
+    groups = {**FIELD_GROUPS, "other": tuple(f.name for f in dataclasses.fields(RunConfig) if f.name not in named)}
+    lines = ["config:"]
+    for title, names in groups.items():
+        if not names:
+            continue
+        lines.append(f"  # {title}")
+        for name in names:
+            text = _line(name, values[name], "  ")
+            note = FIELD_NOTES.get(name)
+            lines.append(f"{text:<34}# {note}" if note else text)
+    return lines
+
+
+def render(config: RunConfig, provenance: dict[str, Any], header: list[str]) -> str:
+    """The export file's text: a comment header, then config (grouped, commented), input, provenance."""
+    shape = yaml.safe_dump({"input": input_section(config.dataset)}, default_flow_style=None, sort_keys=False)
+    return "\n".join([
+        *(f"# {line}" for line in header), "",
+        *_config_lines(config), "",
+        "# for readers: the model takes uint8 images of this shape (C, H, W) and outputs num_classes logits",
+        shape.rstrip("\n"), "",
+        yaml.safe_dump({"provenance": provenance}, sort_keys=False).rstrip("\n"),
+    ]) + "\n"
+
+
+def export_header(study_name: str, trial, path: str) -> list[str]:
+    test = trial.user_attrs.get("test_accuracy")
+    results = f"value {trial.value:.6g}" if trial.value is not None else f"no value ({trial.state.name})"
+    if test is not None:
+        results += f", test accuracy {test:.6g}"
+    return [f"Run config of trial {trial.number} of study {study_name!r} ({results}), exported by tune.",
+            f"Train it:  tune train {path}",
+            "Other code: `config` holds the run (the fields of tuner.spec.RunConfig); `provenance` where it came from."]
+
+
+def file_safe(name: str) -> str:
+    """A study name fit for a file name: runs of other characters than letters, digits, . _ - become _."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "study"
+
+
+def default_path(study_name: str, trial_number: int) -> Path:
+    """NAME-trialN.yaml in the current directory."""
+    return Path(f"{file_safe(study_name)}-trial{trial_number}.yaml")
+
+
+def export_text(study_name: str, trial, storage_url: str, path: str) -> str:
+    config = trial_config(study_name, trial)
+    return render(config, provenance(study_name, trial, storage_url), export_header(study_name, trial, path))
+
+
+def export_trial(study, trial, storage_url: str, path: Path, with_weights: bool = False) -> Path | None:
+    """Write `trial`'s export file to `path`, its kept weights beside it when asked; returns the weights' path."""
+    text = export_text(study.study_name, trial, storage_url, str(path))
+    weights = copy_trial_weights(study, trial, path) if with_weights else None
+    write_text(path, text)
+    return weights
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write whole or not at all: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def read_export(path: str | Path) -> Export:
+    """An export file read back and validated; any problem is one ExportError line naming the file."""
+    path = Path(path)
+    try:
+        raw = read_mapping(path)
+    except SpecError as e:
+        raise ExportError(str(e)) from None
+    if not isinstance(raw, dict) or "config" not in raw:
+        raise ExportError(f"{path} has no `config` section: export a trial with `tune export STUDY -o {path}`")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ExportError(f"{path}: unknown section(s) {', '.join(unknown)}: an export file holds "
+                          f"{', '.join(SECTIONS)}")
+    provenance = raw.get("provenance") or {}
+    if not isinstance(provenance, dict):
+        raise ExportError(f"{path}: provenance must be a mapping, got {type(provenance).__name__}")
+    try:
+        return Export(RunConfig.from_dict(raw["config"]), provenance)
+    except (SpecError, TypeError) as e:
+        raise ExportError(f"{path}: config: {e}") from None
+
+
+def copy_trial_weights(study, trial, config_path: Path) -> Path:
+    """Copy the trial's kept weights beside the config file, as its stem + .safetensors."""
+    try:
+        from tuner.artifacts import copy_weights
+    except ImportError:
+        raise ExportError("--with-weights needs tuner.artifacts, which this install of tune lacks: "
+                          "export without --with-weights") from None
+    dest = config_path.with_suffix(".safetensors")
+    with tempfile.TemporaryDirectory() as tmp:
+        copied = copy_weights(study, trial, Path(tmp))
+        if copied is None:
+            raise ExportError(f"trial {trial.number} of study {study.study_name!r} has no kept weights (only the "
+                              "best --keep-top trials keep theirs): export without --with-weights and run "
+                              "`tune train` on the file")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(copied, dest)
+    return dest
+
+
+def record_in_note(study, path: Path, trial_number: int) -> str | None:
+    """List the export in the study's note (shown by optuna-dashboard); returns why not, if that failed."""
+    try:
+        from tuner.notes import record_export
+    except ImportError:  # an install of tune without dashboard notes
+        return None
+    try:
+        record_export(study, path, trial_number)
+    except Exception as e:  # the file is written: a note that cannot be saved must not fail the export
+        return " ".join(str(e).split())[:200]
+    return None
