@@ -212,3 +212,15 @@ def test_done_when_real_images(cli, mini_data_dir, storage_url):
     for trial in complete:
         assert {"optimizer", "lr", "batch_size", "gamma"} <= set(trial.params)
         assert 0 < trial.user_attrs["test_accuracy"] <= 1
+
+
+def test_compile_flag_trains_through_torch_compile_and_is_recorded(cli, tiny_spec, data_dir, storage_url,
+                                                                   monkeypatch):
+    import tuner.train
+
+    monkeypatch.setattr(tuner.train, "COMPILE_BACKEND", "eager")  # graph capture without minutes of C++ builds
+    result = cli("start", "--trials", 1, "--compile", "--spec", tiny_spec, "--data-dir", data_dir,
+                 "--storage", storage_url, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (trial,) = trials_of(storage_url)
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["config"]["compile"] is True

@@ -78,6 +78,6 @@ def test_compiled_training_matches_eager(splits, monkeypatch):
     """torch.compile's graph capture (the eager backend, to skip minutes of kernel builds) changes no result."""
     monkeypatch.setattr(tuner.train, "COMPILE_BACKEND", "eager")
     config = RunConfig(model="bncnn", optimizer="adamw", lr=1e-3, epochs=2, batch_size=100, seed=3)
-    plain, compiled = fit(config, splits), fit(config, splits, compile=True)
+    plain, compiled = fit(config, splits), fit(config.replace(compile=True), splits)
     assert [e.val_loss for e in compiled.history] == pytest.approx([e.val_loss for e in plain.history], rel=1e-4)
     assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # no "_orig_mod." prefixes

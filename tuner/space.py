@@ -35,4 +35,4 @@ def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
         if name in spec.search and _applies(name, values):
             values[name] = suggest(trial, name, spec.search[name])
     return RunConfig(dataset=spec.dataset, epochs=spec.epochs, validation=spec.validation,
-                     split_seed=spec.split_seed, metric=spec.metric, seed=seed, **values)
+                     split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed, **values)

@@ -179,8 +179,10 @@ class StudySpec:
     pruner: str = "median"
     pruner_options: dict = field(default_factory=dict)  # keyword arguments of the Optuna pruner class
     search: dict[str, Domain] = field(default_factory=_default_search)
+    compile: bool = False  # train every trial through torch.compile (worth it for long trials on a GPU)
 
     def __post_init__(self) -> None:
+        _boolean("compile", self.compile)
         if not isinstance(self.name, str) or not self.name.strip():
             raise SpecError(f"name must be a non-empty string, got {self.name!r}")
         _choice("dataset", self.dataset, DATASETS)
@@ -337,8 +339,10 @@ class RunConfig:
     validation: float | str = 0.15  # held-out fraction of the training set, or "test"
     split_seed: int = 0  # seed of the train/validation split
     metric: str = "accuracy"
+    compile: bool = False  # through torch.compile: part of the config because fused kernels round differently
 
     def __post_init__(self) -> None:
+        _boolean("compile", self.compile)
         for name, check in PARAMS.items():
             check(getattr(self, name))
         _choice("dataset", self.dataset, DATASETS)

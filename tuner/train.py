@@ -143,12 +143,12 @@ COMPILE_BACKEND = "inductor"  # tests swap in "eager": the same graph capture wi
 
 
 def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | None = None,
-        test: bool = True, compile: bool = False) -> FitResult:
+        test: bool = True) -> FitResult:
     """Train `config` on `splits` (already on the device), evaluating on validation after every epoch.
 
     `on_epoch` sees each epoch's result and may raise to stop (Optuna's TrialPruned does). Raises `Diverged`
     when the loss becomes NaN or infinite. The test split is evaluated once, at the end, when `test` is set.
-    `compile` runs the model through torch.compile (the returned model is the plain module, for saving).
+    `config.compile` runs the model through torch.compile (the returned model is the plain module, for saving).
     """
     # --- setup: seeded init, optimizer, schedule
     started = time.perf_counter()
@@ -162,7 +162,7 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     scheduler = make_scheduler(config, optimizer)
     generator = torch.Generator(device=device).manual_seed(config.seed)
     result = FitResult(model)
-    run_model = compiled(model, device) if compile else model
+    run_model = compiled(model, device) if config.compile else model
 
     # --- train, evaluate and report each epoch
     for epoch in range(1, config.epochs + 1):

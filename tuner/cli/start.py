@@ -26,6 +26,9 @@ from tuner.spec import PRUNERS, SAMPLERS
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="Optuna sampler (overrides the spec).")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="Optuna pruner (overrides the spec).")
 @click.option("--seed", type=click.IntRange(min=0), help="Make the sampler and every trial's training deterministic.")
+@click.option("--compile", "compile_model", is_flag=True, default=None,
+              help="Train through torch.compile (overrides the spec): faster long trials on a GPU, after a "
+                   "warm-up per trial.")
 @click.option("--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
               help="Keep the weights of the K best trials as artifacts (0: none).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
@@ -33,8 +36,8 @@ from tuner.spec import PRUNERS, SAMPLERS
 @worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
           data_dir: str | None, epochs: int | None, sampler: str | None, pruner: str | None, seed: int | None,
-          keep_top: int, device: str, workers: int | None, gpus: str | None, per_gpu: int | None,
-          heartbeat_interval: int | None, grace_period: int | None) -> None:
+          compile_model: bool | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
+          per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
 
     \b
@@ -50,5 +53,6 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
     slots = plan_workers(workers, gpus, per_gpu)
     session = runner.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
                              device=device, seed=seed, epochs=epochs, sampler=sampler, pruner=pruner,
-                             in_process=slots == [None], **heartbeat(heartbeat_interval, grace_period))
+                             compile=compile_model, in_process=slots == [None],
+                             **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
