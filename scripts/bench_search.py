@@ -22,6 +22,7 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,6 +179,7 @@ def study_rate(kind: str, spec: StudySpec, data_dir: str, splits: Splits, device
         return baseline_fit(config, data_dir, splits, device, report)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     objective = Objective(spec, splits, seed, keep_top=0) if kind == "tune" else tutorial_objective
     study = optuna.create_study(direction="maximize", sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
     started = time.perf_counter()
