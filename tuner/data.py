@@ -18,6 +18,7 @@ import torch
 from tuner.errors import TuneError
 
 TORCHVISION_CLASSES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10"}
+DATASET_FOLDERS = {"cifar10": "cifar-10-batches-py"}  # where torchvision keeps the files, if not CLASS/raw
 
 
 def default_data_dir() -> Path:
@@ -74,8 +75,8 @@ def _torchvision_dataset(dataset: str, root: Path, train: bool):
         reason = " ".join(str(e).split())[:200]
         raise TuneError(
             f"{dataset} is not in {root} and could not be downloaded ({reason}). "
-            f"Put torchvision's files under {root / TORCHVISION_CLASSES[dataset]} or pass --data-dir DIR "
-            "that holds them"
+            f"Put torchvision's files in {root / DATASET_FOLDERS.get(dataset, TORCHVISION_CLASSES[dataset] + '/raw')}"
+            " or pass --data-dir DIR that holds them"
         ) from None
 
 
