@@ -58,8 +58,8 @@ def baseline_fit(config: RunConfig, data_dir: str, splits: Splits, device: torch
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, val_index.tolist()),
                                              batch_size=config.batch_size)
     torch.manual_seed(config.seed)
-    _, model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
-    model = model.to(device)  # the same network, without tune's built-in normalization
+    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = model[1].to(device)  # the same network, without tune's built-in normalization (model[0])
     optimizer = make_optimizer(config, model.parameters(), torch.device("cpu"))  # the tutorial: no fused kernels
     scheduler = make_scheduler(config, optimizer)
     accuracy = 0.0

@@ -40,7 +40,7 @@ def fake_search(storage_url: str | None, values: list[float], keep_top: int, *, 
         trial.set_user_attr("config", {"lr": value})
         model = torch.nn.Linear(2, 1)
         torch.nn.init.constant_(model.bias, value)
-        keep_weights(trial, model, value, keep_top)
+        keep_weights(trial, model, value, keep_top, shape=(2,), num_classes=1)
         if trial.number in fail_after_keeping:
             raise RuntimeError("failed after its weights were kept")
         return value
@@ -130,7 +130,8 @@ def test_copy_weights_gives_the_trials_model_with_its_config(storage_url, tmp_pa
     with safe_open(str(path), "pt") as f:
         metadata = f.metadata()
     assert json.loads(metadata["config"]) == {"lr": 0.75}
-    assert metadata["trial"] == "1"
+    assert metadata["trial"] == "1" and metadata["value"] == "0.75"
+    assert json.loads(metadata["input_shape"]) == [2] and metadata["num_classes"] == "1"  # what load_model reads
 
 
 def test_copy_weights_of_a_trial_without_weights_is_none(storage_url, tmp_path):
@@ -140,3 +141,13 @@ def test_copy_weights_of_a_trial_without_weights_is_none(storage_url, tmp_path):
         path.unlink()
     assert copy_weights(study, study.trials[1], tmp_path) is None
 
+
+
+def test_weights_that_cannot_be_written_leave_the_trial_complete(storage_url, tmp_path, monkeypatch):
+    (tmp_path / "not-a-dir").write_text("a file where the artifact directory should be")
+    monkeypatch.setenv(ARTIFACTS_ENV, str(tmp_path / "not-a-dir"))
+    study = fake_search(storage_url, [0.4, 0.6], keep_top=2)
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"] and kept_weights(study) == []
+    error = study.trials[0].user_attrs["weights_error"]
+    assert error.startswith(f"cannot write weights to {tmp_path / 'not-a-dir'}: [Errno 17] File exists")
+    assert "\n" not in error

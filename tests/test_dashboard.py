@@ -180,6 +180,23 @@ def test_missing_database_is_one_line_naming_the_fix(cli, tmp_path):
     assert not (tmp_path / "nowhere.db").exists()
 
 
+def test_a_home_relative_storage_url_is_the_file_in_the_home_directory(cli, tmp_path, monkeypatch):
+    """sqlite:///~/PATH means the same file to the dashboard as to `tune start`; a missing one is named expanded."""
+    from wsgiref.util import setup_testing_defaults
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    optuna.create_study(study_name="home", storage=open_storage("sqlite:///~/studies/tune.db"))
+    environ = {"PATH_INFO": "/api/studies"}
+    setup_testing_defaults(environ)
+    body = b"".join(make_app("sqlite:///~/studies/tune.db")(environ, lambda *response: None))
+    assert [s["study_name"] for s in json.loads(body)["study_summaries"]] == ["home"]
+
+    result = cli("dashboard", "--storage", "sqlite:///~/nowhere.db")
+    assert result.exit_code == 2 and result.output.startswith(f"Error: no study database at {tmp_path}/nowhere.db: ")
+    assert not (tmp_path / "~").exists() and not (tmp_path / "nowhere.db").exists()
+
+
 def test_unknown_storage_scheme_is_one_line(cli):
     result = cli("dashboard", "--storage", "redis://localhost:6379")
     assert result.exit_code == 2

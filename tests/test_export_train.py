@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import optuna
@@ -130,23 +129,31 @@ def test_export_records_itself_in_the_study_note(storage_url, tmp_path, monkeypa
     assert calls == [(tmp_path / "x.yaml", 0)]
 
 
-def test_export_works_without_the_notes_and_artifacts_modules(storage_url, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tuner.notes", None)  # import fails
-    monkeypatch.setitem(sys.modules, "tuner.artifacts", None)
-    fake_study(storage_url, config=RunConfig(model="mlp").to_dict())
-    ok(invoke("export", "fake", "--storage", storage_url, "-o", tmp_path / "x.yaml"))
-    assert read_export(tmp_path / "x.yaml").config == RunConfig(model="mlp")
-    result = invoke("export", "fake", "--storage", storage_url, "-o", tmp_path / "y.yaml", "--with-weights")
-    assert_one_line_error(result, "--with-weights needs tuner.artifacts, which this install of tune lacks: "
-                                  "export without --with-weights")
-    assert not (tmp_path / "y.yaml").exists()
-
-
 def test_export_with_weights_copies_the_kept_weights(searched, tmp_path):
     study = optuna.load_study(study_name="tiny", storage=searched)
     ok(invoke("export", "tiny", "--storage", searched, "-o", tmp_path / "prod" / "best.yaml", "--with-weights"))
     with safe_open(str(tmp_path / "prod" / "best.safetensors"), framework="pt") as f:
         assert json.loads(f.metadata()["config"]) == study.best_trial.user_attrs["config"]
+    model = load_model(tmp_path / "prod" / "best.safetensors")  # tune's own loader reads the exported weights
+    assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
+
+
+def test_kept_weights_load_as_the_trained_model(searched, data_dir, tmp_path):
+    from tuner.artifacts import copy_weights, kept_weights
+    from tuner.data import load_splits
+    from tuner.train import evaluate
+
+    study = optuna.load_study(study_name="tiny", storage=searched)
+    kept = {k.trial_id for k in kept_weights(study)}
+    trials = [t for t in study.trials if t._trial_id in kept]
+    assert trials
+    for trial in trials:
+        model = load_model(copy_weights(study, trial, tmp_path / str(trial.number)))
+        config = RunConfig.from_dict(trial.user_attrs["config"])
+        splits = load_splits(config.dataset, str(data_dir), config.validation, config.split_seed, "cpu")
+        with torch.no_grad():  # the same predictions as the model the trial trained: its accuracies, exactly
+            assert evaluate(model, splits.val)[0] == pytest.approx(trial.value, abs=1e-9)
+            assert evaluate(model, splits.test)[0] == pytest.approx(trial.user_attrs["test_accuracy"], abs=1e-9)
 
 
 def test_export_with_weights_of_a_trial_without_them_is_one_line(storage_url, tmp_path):
@@ -158,12 +165,24 @@ def test_export_with_weights_of_a_trial_without_them_is_one_line(storage_url, tm
 
 
 def test_export_of_unknown_trial_or_trial_without_config_is_one_line(storage_url):
-    fake_study(storage_url)
+    study = fake_study(storage_url)
     assert_one_line_error(invoke("export", "fake", "--storage", storage_url, "--trial", 7),
                           "study 'fake' has no trial 7 (trials 0-0): see `tune trials fake`")
     assert_one_line_error(invoke("export", "fake", "--storage", storage_url, "-o", "-"),
                           "trial 0 of study 'fake' has no stored run config (user attr `config`): only trials run "
                           "by `tune start` can be exported")
+    study.add_trial(create_trial(state=TrialState.FAIL))  # no note about its epochs before the error: just the error
+    assert_one_line_error(invoke("export", "fake", "--storage", storage_url, "--trial", 1, "-o", "-"),
+                          "trial 1 of study 'fake' has no stored run config (user attr `config`): only trials run "
+                          "by `tune start` can be exported")
+
+
+def test_export_of_an_unfinished_trial_notes_it(storage_url):
+    study = fake_study(storage_url)
+    study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"config": RunConfig(model="mlp").to_dict()}))
+    result = ok(invoke("export", "fake", "--storage", storage_url, "--trial", 1, "-o", "-"))
+    assert result.stderr == "note: trial 1 is FAIL after 0 epoch(s); its config trains all its epochs\n"
+    assert yaml.safe_load(result.stdout)["provenance"]["state"] == "FAIL"
 
 
 # --- tune train: options and broken files
@@ -236,3 +255,12 @@ def test_delete_takes_the_kept_weights_along(tiny_spec, data_dir, storage_url):
     result = ok(invoke("delete", "tiny", "--storage", storage_url, "--yes"))
     assert result.stdout == "Deleted study 'tiny': 1 trial(s) and 1 kept weight file(s).\n"
     assert [p for p in artifacts.rglob("*") if p.is_file()] == []
+
+
+def test_weights_that_cannot_be_kept_do_not_stop_the_search(tiny_spec, data_dir, storage_url, tmp_path, monkeypatch):
+    (tmp_path / "artifacts").write_text("a file, not a directory")
+    monkeypatch.setenv("TUNE_ARTIFACTS", str(tmp_path / "artifacts"))
+    study = search(tiny_spec, data_dir, storage_url, trials=1)  # exits 0
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and "test_accuracy" in trial.user_attrs
+    assert trial.user_attrs["weights_error"].startswith(f"cannot write weights to {tmp_path / 'artifacts'}: ")

@@ -215,8 +215,8 @@ def test_best_in_every_format(study, storage_url):
 def test_best_without_completed_trials_is_one_line(storage_url):
     add_trial(make_study(storage_url), TrialState.PRUNED, epochs=1)
     assert_one_line_error(invoke("best", "fmnist", "--storage", storage_url),
-                          "study 'fmnist' has no completed trial yet: run `tune start --study fmnist` or pick one "
-                          "with --trial N")
+                          "study 'fmnist' has no completed trial yet: run `tune start --study fmnist`; see its "
+                          "trials with `tune trials fmnist`, export one with `tune export fmnist --trial N`")
 
 
 @pytest.mark.parametrize("command", ["show", "trials", "best", "export", "plot", "delete"])

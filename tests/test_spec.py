@@ -79,3 +79,10 @@ def test_run_config_rejects_hand_edited_values():
         RunConfig.from_dict({**RunConfig().to_dict(), "batch_size": "big"})
     with pytest.raises(SpecError, match="nesterov needs optimizer sgd"):
         RunConfig(optimizer="adam", nesterov=True)
+
+
+def test_spec_refuses_a_sampler_seed_and_nesterov_without_momentum():
+    with pytest.raises(SpecError, match="set the seed with `tune start --seed N` instead"):
+        StudySpec.from_dict({"sampler": {"name": "tpe", "seed": 3}})
+    with pytest.raises(SpecError, match="search.nesterov needs momentum"):
+        StudySpec.from_dict({"search": {"optimizer": "sgd", "nesterov": True}})

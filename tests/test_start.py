@@ -224,3 +224,50 @@ def test_compile_flag_trains_through_torch_compile_and_is_recorded(cli, tiny_spe
     assert result.exit_code == 0, result.output
     (trial,) = trials_of(storage_url)
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["config"]["compile"] is True
+
+
+def test_resume_refuses_a_spec_that_changes_a_categorical_and_writes_no_trial(cli, tiny_spec, tmp_path, data_dir,
+                                                                             storage_url):
+    common = ("--data-dir", data_dir, "--storage", storage_url, "--device", "cpu")
+    assert cli("start", "--trials", 1, "--spec", tiny_spec, *common).exit_code == 0
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(tiny_spec.read_text().replace("batch_size: [32, 64]", "batch_size: [16, 128]"))
+    result = cli("start", "--trials", 1, "--spec", changed, *common)
+    assert result.exit_code == 2
+    assert result.output.strip() == ("Error: study 'tiny' searches batch_size over [32, 64], not [16, 128]: Optuna "
+                                     "cannot change the choices of a study's categorical hyperparameter; use a new "
+                                     "--study NAME")
+    other_data = tmp_path / "mnist.yaml"
+    other_data.write_text(tiny_spec.read_text().replace("dataset: fashion-mnist", "dataset: mnist"))
+    result = cli("start", "--trials", 1, "--spec", other_data, *common)
+    assert result.exit_code == 2 and "created with dataset 'fashion-mnist', not 'mnist'" in result.output
+    assert len(trials_of(storage_url)) == 1
+
+
+def test_resume_with_a_changed_range_stores_the_new_spec(cli, tiny_spec, tmp_path, data_dir, storage_url):
+    common = ("--data-dir", data_dir, "--storage", storage_url, "--device", "cpu")
+    assert cli("start", "--trials", 1, "--spec", tiny_spec, *common).exit_code == 0
+    narrower = tmp_path / "narrower.yaml"
+    narrower.write_text(tiny_spec.read_text().replace("high: 1.0e-2", "high: 2.0e-3"))
+    assert cli("start", "--trials", 1, "--spec", narrower, *common).exit_code == 0
+    assert cli("start", "--trials", 2, "--study", "tiny", *common).exit_code == 0  # resumes with the stored spec
+    assert all(t.params["lr"] <= 2e-3 for t in trials_of(storage_url)[1:])
+
+
+def test_printed_resume_command_names_the_data_dir_and_storage(cli, tiny_spec, data_dir, storage_url, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner.objective, "fit", interrupted)
+    result = cli("start", "--trials", 1, "--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url)
+    assert result.exit_code == 130
+    assert f"Resume with: tune start --study tiny --storage {storage_url} --data-dir {data_dir}" in result.output
+
+
+def test_unwritable_output_path_is_one_line(cli, tiny_spec, data_dir, storage_url):
+    assert cli("start", "--trials", 1, "--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url,
+               "--device", "cpu").exit_code == 0
+    result = cli("export", "tiny", "--storage", storage_url, "-o", "/proc/no-such-dir/best.yaml")
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: /proc/no-such-dir"), result.output

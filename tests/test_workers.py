@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import TypeVar
 
 import optuna
@@ -20,10 +21,23 @@ from rich.console import Console
 from sqlalchemy import create_engine
 
 from tuner import runner
+from tuner.cli.workers import local_weights_warning
 from tuner.errors import TuneError
+from tuner.spec import load_spec
 from tuner.status import heartbeat_ages
-from tuner.storage import default_storage_url, open_storage
-from tuner.workers import DatabaseLost, QuickObjective, plan_workers, run_pool, wait_for_database
+from tuner.storage import create_or_load_study, default_storage_url, engine_url, open_storage
+from tuner.workers import (
+    EXIT_USER_ERROR,
+    Budget,
+    DatabaseLost,
+    Pool,
+    QuickObjective,
+    WorkerJob,
+    plan_workers,
+    run_pool,
+    wait_for_database,
+    worker_name,
+)
 
 TrialState = optuna.trial.TrialState
 T = TypeVar("T")
@@ -209,6 +223,76 @@ def test_a_worker_gives_up_on_a_lost_database_with_one_line(storage_url):
         wait_for_database(storage, ConnectionError("connection refused"), patience=2)
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
+    """Exit 2 (it lost the database): its RUNNING trial is failed and queued again with the same params at once,
+    its ticket goes back into the budget, and the run ends with an error; the other workers go on."""
+    study = optuna.create_study(study_name="tiny", storage=open_storage(storage_url))
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    dead = SimpleNamespace(pid=424242, exitcode=EXIT_USER_ERROR)
+    trial.set_user_attr("worker", worker_name(dead.pid))
+    budget = Budget(3)
+    assert budget.take()
+    output = io.StringIO()
+    pool = Pool(study, WorkerJob("tiny", storage_url, {}, ""), [None], budget, Console(file=output))
+    pool._exited(0, dead)
+
+    failed, retry = study.get_trials(deepcopy=False)
+    assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
+    assert retry.params == failed.params and retry.system_attrs["failed_trial"] == failed.number
+    assert budget.left == 3 and pool.reaped == {failed.number} and not pool.processes
+    assert pool.failures == ["worker " + worker_name(dead.pid) + " exited with code 2"]
+    assert output.getvalue().strip() == (f"worker {worker_name(dead.pid)} exited with code 2; its trial 0 is marked "
+                                         "FAIL and queued again with the same params")
+
+
+def test_a_single_process_budget_starts_no_resource_tracker():
+    """An in-process search counts its trials in a plain counter: no multiprocessing helper process starts."""
+    code = ("from multiprocessing import resource_tracker\n"
+            "from tuner.workers import Budget\n"
+            "budget = Budget(2)\n"
+            "print(budget.take(), budget.take(), budget.take(), budget.left, end=' ')\n"
+            "budget.give_back()\n"
+            "print(budget.left, resource_tracker._resource_tracker._fd)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout == "True True False 0 1 None\n", out.stderr
+
+
+# --- storages ------------------------------------------------------------------------------------------------------
+
+def test_status_on_a_missing_sqlite_file_is_one_line_and_creates_nothing(cli, tmp_path):
+    db = tmp_path / "x" / "nonexist.db"
+    result = cli("status", "tiny", "--storage", f"sqlite:///{db}")
+    assert result.exit_code == 2
+    assert result.output == (f"Error: no study database at {db}: run `tune start` first, or point --storage (or "
+                             "TUNE_STORAGE) at the database your studies are in\n")
+    listing = cli("ls", "--storage", f"sqlite:///{db}")  # a listing shows no studies rather than an error
+    assert listing.exit_code == 0 and "No studies in" in listing.output
+    assert not db.exists() and not db.parent.exists()
+
+
+def test_a_home_relative_sqlite_url_is_one_file_for_start_ls_and_status(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # a `~` taken literally would be a folder here
+    url = "sqlite:///~/studies/tune.db"
+    optuna.create_study(study_name="home", storage=open_storage(url))  # what `tune start` opens
+    assert (tmp_path / "studies" / "tune.db").is_file() and not (work / "~").exists()
+    assert json.loads(cli("status", "home", "--storage", url, "--format", "json").stdout)["study"] == "home"
+    assert [row["name"] for row in json.loads(cli("ls", "--storage", url, "--format", "json").stdout)] == ["home"]
+
+
+def test_postgresql_urls_open_with_the_psycopg_driver(postgres_url):
+    assert engine_url("postgresql://tune@db:5432/tune") == "postgresql+psycopg://tune@db:5432/tune"
+    assert engine_url("postgresql+psycopg://tune@db/tune") == "postgresql+psycopg://tune@db/tune"
+    storage = open_storage(postgres_url)
+    assert storage.engine.dialect.driver == "psycopg"
+    with pytest.raises(TuneError, match=r"^cannot open storage postgresql://tune:\*\*\*@127.0.0.1:9/gone: "):
+        open_storage("postgresql://tune:secret@127.0.0.1:9/gone")
+
+
 # --- joining and watching ----------------------------------------------------------------------------------------
 
 def test_tune_worker_joins_a_study_with_its_stored_spec(cli, tiny_spec, data_dir, storage_url):
@@ -257,3 +341,33 @@ def test_status_shows_running_trials_with_worker_epoch_and_heartbeat(cli, any_st
     assert "4 trials (COMPLETE 3, RUNNING 1)" in text.output
     assert "gpu-node-3:4242" in text.output and "2/5" in text.output and "ago" in text.output
     assert "2 trial(s) left in the running budgets, ETA" in text.output
+
+
+def test_study_names_complete_in_the_shell_for_worker_and_status(storage_url):
+    from click.shell_completion import ShellComplete
+
+    from tuner.cli import main
+
+    for name in ("watched", "other"):
+        optuna.create_study(study_name=name, storage=open_storage(storage_url))
+    for command in ("worker", "status"):
+        complete = ShellComplete(main, {}, "tune", "_TUNE_COMPLETE")
+        found = complete.get_completions([command, "--storage", storage_url], "wa")
+        assert [item.value for item in found] == ["watched"]
+
+
+def test_a_worker_on_postgresql_warns_once_that_kept_weights_stay_local(cli, postgres_url, tiny_spec, data_dir,
+                                                                         monkeypatch):
+    spec = load_spec(tiny_spec)
+    create_or_load_study("tiny", spec, open_storage(postgres_url), optuna.samplers.RandomSampler(),
+                         optuna.pruners.NopPruner())
+    monkeypatch.setattr("tuner.cli.workers.run_and_report", lambda *args, **kwargs: None)
+    result = cli("worker", "tiny", "--storage", postgres_url, "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("Warning: kept weights stay on this machine, in ") and "set TUNE_ARTIFACTS" in line
+
+    assert local_weights_warning(postgres_url, keep_top=0) is None
+    assert local_weights_warning("sqlite:///studies.db", keep_top=3) is None
+    monkeypatch.setenv("TUNE_ARTIFACTS", "/shared/tune-artifacts")
+    assert cli("worker", "tiny", "--storage", postgres_url, "--data-dir", data_dir, "--device", "cpu").stderr == ""

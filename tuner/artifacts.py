@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,12 +22,14 @@ from urllib.parse import urlsplit
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.production import WEIGHTS_FILE, save_weights
+from tuner.storage import data_home, sqlite_path
+
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
     from torch import nn
 
 ARTIFACTS_ENV = "TUNE_ARTIFACTS"  # overrides the artifact directory of every storage
-WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_MIMETYPE = "application/octet-stream"
 # optuna-dashboard lists the study system attr `dashboard:artifacts:<trial_id>:<artifact_id>` (JSON artifact meta,
 # or JSON null once deleted) on trial <trial_id>'s page and serves its file from the study's artifact store.
@@ -39,13 +41,12 @@ def artifact_dir_for(storage_url: str) -> Path:
     if os.environ.get(ARTIFACTS_ENV):
         return Path(os.environ[ARTIFACTS_ENV]).expanduser()
     if urlsplit(storage_url).scheme == "sqlite":
-        db = Path(storage_url.removeprefix("sqlite:///")).expanduser()
+        db = sqlite_path(storage_url)
         return db.with_name(f"{db.stem}-artifacts")
     from sqlalchemy.engine import make_url
 
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     database = make_url(storage_url).database or "default"
-    return data_home / "tune" / "artifacts" / database
+    return data_home() / "tune" / "artifacts" / database
 
 
 def artifact_store_for(storage_url: str) -> FileSystemArtifactStore:
@@ -105,23 +106,14 @@ def ranked_weights(study: optuna.Study) -> tuple[list[Kept], list[Kept]]:
     return ranked, [k for k in kept if k.trial_id not in alive]
 
 
-def _save_safetensors(model: nn.Module, metadata: dict[str, str], path: Path) -> None:
-    from safetensors.torch import save_model
-
-    save_model(model, str(path), metadata=metadata)
-
-
-def _weights_metadata(trial: optuna.Trial, value: float) -> dict[str, str]:
-    return {"config": json.dumps(trial.user_attrs.get("config", {})), "study": trial.study.study_name,
-            "trial": str(trial.number), "value": repr(value)}
-
-
-def _upload(trial: optuna.Trial, model: nn.Module, value: float, store: FileSystemArtifactStore) -> str:
+def _upload(trial: optuna.Trial, model: nn.Module, value: float, store: FileSystemArtifactStore,
+            shape: Sequence[int], num_classes: int) -> str:
     """Write the weights to the store, then list them on the trial: the dashboard never lists a half-written file."""
     artifact_id = str(uuid.uuid4())
+    origin = {"study": trial.study.study_name, "trial": str(trial.number), "value": repr(value)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / WEIGHTS_FILE
-        _save_safetensors(model, _weights_metadata(trial, value), path)
+        save_weights(model, path, trial.user_attrs.get("config", {}), shape, num_classes, origin)
         with path.open("rb") as f:
             store.write(artifact_id, f)
     meta = {"artifact_id": artifact_id, "filename": WEIGHTS_FILE, "mimetype": WEIGHTS_MIMETYPE, "encoding": None,
@@ -151,23 +143,33 @@ def prune_weights(study: optuna.Study, keep_top: int, store: FileSystemArtifactS
         drop_weights(study, kept, store)
 
 
-def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: int) -> str | None:
+def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: int, *, shape: Sequence[int],
+                 num_classes: int) -> str | None:
     """Keep `model`'s weights as trial `trial`'s artifact if `value` ranks in the study's best `keep_top`.
 
-    Called when a trial's fit completed, before it is told; drops the weights that fall out of the top K.
-    Returns the artifact id, or None when the weights were not kept.
+    Called when a trial's fit completed, before it is told; drops the weights that fall out of the top K. `shape`
+    (C, H, W) and `num_classes` go into the file, so that `tuner.production.load_model` rebuilds the model.
+    Returns the artifact id, or None when the weights were not kept. Weights that cannot be written (the artifact
+    directory is a file, the disk is full) do not fail the trial: the reason goes to its user attr `weights_error`.
     """
+    from safetensors import SafetensorError
+
     storage_url = storage_url_of(trial.storage)
     if keep_top <= 0 or storage_url is None:  # an in-memory study has nowhere to keep weights beside it
         return None
     study = trial.study
-    store = artifact_store_for(storage_url)
     ranked, _ = ranked_weights(study)
     key = _rank_key(study)
     if len(ranked) >= keep_top and key(Kept("", trial._trial_id, "", value)) >= key(ranked[keep_top - 1]):
         return None  # not better than the K-th best
-    artifact_id = _upload(trial, model, value, store)
-    prune_weights(study, keep_top, store)
+    artifact_id = None
+    try:
+        store = artifact_store_for(storage_url)
+        artifact_id = _upload(trial, model, value, store, shape, num_classes)
+        prune_weights(study, keep_top, store)
+    except (OSError, SafetensorError) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        trial.set_user_attr("weights_error", f"cannot write weights to {artifact_dir_for(storage_url)}: {reason}")
     return artifact_id
 
 

@@ -11,10 +11,8 @@ import errno
 import ipaddress
 import signal
 import socket
-from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from tuner.errors import TuneError
@@ -40,25 +38,15 @@ class QuietHandler(WSGIRequestHandler):
         pass
 
 
-def check_storage_exists(storage_url: str) -> None:
-    """A dashboard on an SQLite file that does not exist would create an empty one: say where studies are instead."""
-    if urlsplit(storage_url).scheme != "sqlite":
-        return
-    path = Path(storage_url.removeprefix("sqlite:///")).expanduser()
-    if not path.is_file():
-        raise TuneError(f"no study database at {path}: run `tune start` first, or point --storage (or "
-                        "TUNE_STORAGE) at the database your studies are in")
-
-
 def make_app(storage_url: str) -> WSGIApplication:
-    """optuna-dashboard's WSGI app on `storage_url`, serving kept weights from the study's artifact store."""
+    """optuna-dashboard's WSGI app on `storage_url`, serving kept weights from the study's artifact store. An
+    SQLite file that does not exist is a TuneError saying where studies are (it is never created)."""
     import optuna_dashboard
 
     from tuner.artifacts import artifact_store_for
-    from tuner.storage import open_storage
+    from tuner.storage import open_existing_storage
 
-    check_storage_exists(storage_url)
-    storage = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
+    storage = open_existing_storage(storage_url)
     return optuna_dashboard.wsgi(storage, artifact_store=artifact_store_for(storage_url))
 
 

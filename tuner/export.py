@@ -20,6 +20,7 @@ import yaml
 
 from tuner.errors import TuneError
 from tuner.spec import RunConfig, SpecError, read_mapping
+from tuner.storage import public_url
 
 SECTIONS = ("config", "input", "provenance")
 # Image shape (C, H, W) and class count of each dataset, for the `input` section.
@@ -88,16 +89,6 @@ def versions() -> dict[str, str]:
     from tuner import __version__
 
     return {"tune": __version__, "optuna": str(optuna.__version__), "torch": str(torch.__version__)}
-
-
-def public_url(url: str) -> str:
-    """The storage URL with any password masked, fit to print and to share."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL sqlalchemy parses: drop whatever sits between :// and @
-        return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def provenance(study_name: str, trial, storage_url: str) -> dict[str, Any]:
@@ -214,11 +205,8 @@ def read_export(path: str | Path) -> Export:
 
 def copy_trial_weights(study, trial, config_path: Path) -> Path:
     """Copy the trial's kept weights beside the config file, as its stem + .safetensors."""
-    try:
-        from tuner.artifacts import copy_weights
-    except ImportError:
-        raise ExportError("--with-weights needs tuner.artifacts, which this install of tune lacks: "
-                          "export without --with-weights") from None
+    from tuner.artifacts import copy_weights
+
     dest = config_path.with_suffix(".safetensors")
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_weights(study, trial, Path(tmp))
@@ -233,10 +221,8 @@ def copy_trial_weights(study, trial, config_path: Path) -> Path:
 
 def record_in_note(study, path: Path, trial_number: int) -> str | None:
     """List the export in the study's note (shown by optuna-dashboard); returns why not, if that failed."""
-    try:
-        from tuner.notes import record_export
-    except ImportError:  # an install of tune without dashboard notes
-        return None
+    from tuner.notes import record_export
+
     try:
         record_export(study, path, trial_number)
     except Exception as e:  # the file is written: a note that cannot be saved must not fail the export

@@ -10,14 +10,13 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TuneError
-from tuner.storage import default_storage_url, load_study, open_storage
+from tuner.storage import load_study, open_existing_storage
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 SORT_KEYS = ("value", "number", "duration")
@@ -28,10 +27,7 @@ MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA contrasts the top 10% of trials with the
 def read_storage(url: str | None) -> optuna.storages.BaseStorage:
     """The storage at `url` for reading; an SQLite file that does not exist reads as an empty storage
     (rather than being created by a command that only looks)."""
-    url = url or default_storage_url()
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).expanduser().exists():
-        return optuna.storages.InMemoryStorage()
-    return open_storage(url, heartbeat_interval=None, grace_period=None)
+    return open_existing_storage(url, missing_ok=True)
 
 
 def open_study(name: str, url: str | None) -> optuna.Study:
@@ -110,8 +106,9 @@ def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
 def best_trial(study: optuna.Study) -> FrozenTrial:
     best = _best(study.get_trials(deepcopy=False), direction_of(study))
     if best is None:
-        raise TuneError(f"study {study.study_name!r} has no completed trial yet: run "
-                        f"`tune start --study {study.study_name}` or pick one with --trial N")
+        name = study.study_name
+        raise TuneError(f"study {name!r} has no completed trial yet: run `tune start --study {name}`; see its "
+                        f"trials with `tune trials {name}`, export one with `tune export {name} --trial N`")
     return best
 
 
@@ -236,10 +233,8 @@ def delete_study(study: optuna.Study, storage: optuna.storages.BaseStorage) -> i
 
 
 def drop_kept_weights(study: optuna.Study, storage: optuna.storages.BaseStorage) -> int:
-    try:
-        from tuner.artifacts import artifact_store_for, drop_weights, kept_weights, storage_url_of
-    except ImportError:  # an install of tune without kept weights
-        return 0
+    from tuner.artifacts import artifact_store_for, drop_weights, kept_weights, storage_url_of
+
     kept = kept_weights(study)
     if kept:
         store = artifact_store_for(storage_url_of(storage))

@@ -43,3 +43,14 @@ def record_export(study: optuna.Study, path: Path, trial_number: int) -> None:
     if EXPORTS_HEADING not in note:
         note = f"{note}\n\n{EXPORTS_HEADING}\n" if note else f"{EXPORTS_HEADING}\n"
     save_note(study, f"{note}\n{export_entry(path, trial_number)}")
+
+
+def record_spec_change(study: optuna.Study, spec: StudySpec) -> None:
+    """Add the spec a resumed study now runs with to its note, keeping what is there (earlier spec, exports)."""
+    from optuna_dashboard import get_note, save_note
+
+    when = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    text = yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None).rstrip()
+    addition = f"## Spec changed {when}\n\nResumed by `tune start` with this spec:\n\n```yaml\n{text}\n```\n"
+    note = get_note(study).rstrip("\n")
+    save_note(study, f"{note}\n\n{addition}" if note else addition)

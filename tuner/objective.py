@@ -14,10 +14,9 @@ from tuner.data import Splits
 from tuner.errors import TrialFailed
 from tuner.space import sample_config
 from tuner.spec import StudySpec
-from tuner.train import Diverged, Epoch, FitResult, fit
+from tuner.train import Diverged, Epoch, fit
 
 EpochHook = Callable[[optuna.Trial, Epoch], None]
-FitHook = Callable[[optuna.Trial, FitResult], None]
 
 
 def trial_seed(trial: optuna.Trial, base_seed: int | None) -> int:
@@ -31,16 +30,15 @@ def trial_seed(trial: optuna.Trial, base_seed: int | None) -> int:
 
 
 class Objective:
-    """Trains one trial of `spec` on `splits`; `on_epoch` and `on_fit` let callers watch and keep results."""
+    """Trains one trial of `spec` on `splits`; `on_epoch` lets callers watch each epoch."""
 
     def __init__(self, spec: StudySpec, splits: Splits, seed: int | None = None,
-                 on_epoch: EpochHook | None = None, on_fit: FitHook | None = None, keep_top: int = 3) -> None:
+                 on_epoch: EpochHook | None = None, keep_top: int = 3) -> None:
         self.spec = spec
         self.keep_top = keep_top  # weights of the best `keep_top` completed trials are kept as artifacts
         self.splits = splits
         self.seed = seed
         self.on_epoch = on_epoch
-        self.on_fit = on_fit
 
     def __call__(self, trial: optuna.Trial) -> float:
         seed = trial_seed(trial, self.seed)
@@ -76,7 +74,6 @@ class Objective:
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
         value = result.history[-1].metric(self.spec.metric)
-        keep_weights(trial, result.model, value, self.keep_top)
-        if self.on_fit is not None:
-            self.on_fit(trial, result)
+        keep_weights(trial, result.model, value, self.keep_top, shape=self.splits.shape,
+                     num_classes=self.splits.num_classes)
         return value

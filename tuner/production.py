@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from tuner.data import Splits
     from tuner.train import Epoch, FitResult
 
-WEIGHTS = "model.safetensors"
+WEIGHTS_FILE = "model.safetensors"  # the weights of `tune train` runs, and of the trials `tune start` keeps
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
 
@@ -42,8 +42,8 @@ def default_out_dir(path: str | Path) -> Path:
 
 def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Refuse to replace earlier weights by accident, before any training time is spent."""
-    if (out_dir / WEIGHTS).exists() and not overwrite:
-        raise TuneError(f"{out_dir / WEIGHTS} exists already: pass --out NEW_DIR, or --overwrite to replace it")
+    if (out_dir / WEIGHTS_FILE).exists() and not overwrite:
+        raise TuneError(f"{out_dir / WEIGHTS_FILE} exists already: pass --out NEW_DIR, or --overwrite to replace it")
 
 
 def replay_notes(export: Export) -> list[str]:
@@ -56,18 +56,22 @@ def replay_notes(export: Export) -> list[str]:
     return [f"note: exported with torch {then}, training with {now}: results may differ slightly"]
 
 
-def save_weights(model: nn.Module, path: Path, metadata: dict[str, Any]) -> None:
-    """safetensors weights whose metadata (strings only) carries the config JSON and the input shape."""
+def save_weights(model: nn.Module, path: Path, config: dict[str, Any], shape: Sequence[int], num_classes: int,
+                 extra: dict[str, Any] | None = None) -> None:
+    """safetensors weights that `load_model` rebuilds: their metadata (strings only) carries the config JSON, the
+    input shape and the class count, then `extra` (where the weights came from). Written whole or not at all."""
     from safetensors.torch import save_model
 
-    partial = path.with_name(path.name + ".partial")
+    metadata = {"config": config, "input_shape": list(shape), "num_classes": num_classes, **(extra or {})}
     text = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
+    partial = path.with_name(path.name + ".partial")
     save_model(model, str(partial), metadata=text)
     partial.replace(path)
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """The model saved by `tune train` at `path`, rebuilt from its metadata, in eval mode on the CPU."""
+    """The model saved by `save_weights` at `path` (by `tune train`, or kept by `tune start`), rebuilt from its
+    metadata, in eval mode on the CPU."""
     from safetensors import safe_open
     from safetensors.torch import load_model as load_into
 
@@ -127,7 +131,7 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     """model.safetensors, config.yaml (the config as trained, trainable again) and metrics.json in `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     shape = {"input_shape": list(splits.shape), "num_classes": splits.num_classes}
-    save_weights(result.model, out_dir / WEIGHTS, {"config": config.to_dict(), **shape, **trained})
+    save_weights(result.model, out_dir / WEIGHTS_FILE, config.to_dict(), splits.shape, splits.num_classes, trained)
     full = " (train + validation)" if trained["full_train"] else ""
     header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
               f"Train it again:  tune train {out_dir / CONFIG}"]

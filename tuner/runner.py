@@ -20,10 +20,11 @@ from tuner.data import Splits, default_data_dir, load_splits
 from tuner.errors import TuneError
 from tuner.objective import Objective
 from tuner.samplers import make_pruner, make_sampler
-from tuner.spec import StudySpec, load_spec
+from tuner.spec import Choices, Fixed, StudySpec, load_spec
 from tuner.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
+    SPEC_ATTR,
     WORKER_ATTR,
     create_or_load_study,
     default_storage_url,
@@ -83,7 +84,8 @@ class SearchProgress:
         self.live = console.is_terminal
         self.bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.description}"), console=console, disable=not self.live)
-        self.task = self.bar.add_task(describe_best(study), total=total)
+        self.best = describe_best(study)  # read from the storage once per finished trial, not per epoch
+        self.task = self.bar.add_task(self.best, total=total)
 
     def __enter__(self) -> SearchProgress:
         self.bar.__enter__()
@@ -93,18 +95,19 @@ class SearchProgress:
         self.bar.__exit__(*exc)
 
     def on_epoch(self, trial: optuna.Trial, epoch: Epoch) -> None:
-        status = (f"trial {trial.number} epoch {epoch.epoch}/{self.epochs} val {epoch.val_accuracy:.4f} | "
-                  f"{describe_best(self.study)}")
+        status = f"trial {trial.number} epoch {epoch.epoch}/{self.epochs} val {epoch.val_accuracy:.4f} | {self.best}"
         self.bar.update(self.task, description=status)
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.bar.update(self.task, advance=1, description=describe_best(study))
+        self.best = describe_best(study)
+        self.bar.update(self.task, advance=1, description=self.best)
         if not self.live:
             value = "" if trial.value is None else f" value {trial.value:.4f}"
-            reason = f" ({trial.user_attrs['reason']})" if "reason" in trial.user_attrs else ""
+            note = trial.user_attrs.get("reason") or trial.user_attrs.get("weights_error")
+            reason = f" ({note})" if note else ""
             epochs = len(trial.intermediate_values)
             self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs} epoch(s){reason}; "
-                               f"{describe_best(study)}", highlight=False)
+                               f"{self.best}", highlight=False)
 
 
 def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
@@ -141,7 +144,7 @@ def run(session: Session, slots: list[str | None], *, n_trials: int | None, time
 
 @dataclass
 class Session:
-    """Everything `tune start` resolved before running trials."""
+    """Everything `tune start` (or `tune worker`) resolved before running trials."""
 
     study: optuna.Study
     spec: StudySpec
@@ -152,6 +155,8 @@ class Session:
     device: str = "auto"  # what workers train on (each resolves it after its GPU is pinned)
     heartbeat_interval: int | None = HEARTBEAT_INTERVAL  # seconds; workers use the same settings
     grace_period: int | None = GRACE_PERIOD
+    explicit_data_dir: bool = False  # whether the user named the data dir (printed commands name it too)
+    command: str = "start"  # the command that resumes it: start, or worker for a study joined from elsewhere
 
 
 def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, spec_file: str | None,
@@ -172,8 +177,53 @@ def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, s
     return spec.replace(name=study_name, **overrides)
 
 
+# Fields whose change would make a study's trial values incomparable: a different data set, metric or split.
+IDENTITY_FIELDS = ("dataset", "metric", "validation", "split_seed")
+
+
+def check_resume(name: str, stored: StudySpec, spec: StudySpec) -> None:
+    """Refuse a spec that cannot continue study `name`: other data or metric, or other choices for a categorical
+    hyperparameter (Optuna cannot change a categorical's choices within a study). Ranges, epochs, sampler and
+    pruner may change."""
+    for field_name in IDENTITY_FIELDS:
+        old, new = getattr(stored, field_name), getattr(spec, field_name)
+        if old != new:
+            raise TuneError(f"study {name!r} was created with {field_name} {old!r}, not {new!r}: its trials would "
+                            "not be comparable; use a new --study NAME")
+    for param in set(stored.search) & set(spec.search):
+        old, new = stored.search[param], spec.search[param]
+        if old != new and Fixed not in (type(old), type(new)) and Choices in (type(old), type(new)):
+            raise TuneError(f"study {name!r} searches {param} over {_domain_text(old)}, not {_domain_text(new)}: "
+                            "Optuna cannot change the choices of a study's categorical hyperparameter; use a new "
+                            "--study NAME")
+
+
+def _domain_text(domain) -> str:
+    return str(list(domain.values)) if isinstance(domain, Choices) else f"[{domain.low}, {domain.high}]"
+
+
 def _load_data(spec: StudySpec, data_dir: str, device: str) -> Splits:
     return load_splits(spec.dataset, data_dir, spec.validation, spec.split_seed, device)
+
+
+def _data_device(device: str, in_process: bool) -> str:
+    """Where `prepare` loads the data: the training device for an in-process run, else the CPU, only to check it
+    (each worker process loads its own copy)."""
+    return str(resolve_device(device)) if in_process else "cpu"
+
+
+def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, data_dir: str | None, device: str,
+             seed: int | None, in_process: bool, heartbeat_interval: int | None, grace_period: int | None,
+             command: str) -> Session:
+    """Load the data (cached: checked already), reseed a resumed seeded study, and fail the trials of workers
+    that died meanwhile."""
+    resolved_dir = str(data_dir or default_data_dir())
+    splits = _load_data(spec, resolved_dir, _data_device(device, in_process))
+    if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
+        study.sampler = make_sampler(spec, seed + len(study.trials))
+    reap_stale_trials(study)
+    return Session(study, spec, splits, storage_url or default_storage_url(), storage_url is not None,
+                   resolved_dir, device, heartbeat_interval, grace_period, data_dir is not None, command)
 
 
 def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str | None, data_dir: str | None,
@@ -181,46 +231,45 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
             grace_period: int | None = GRACE_PERIOD, in_process: bool = True, **overrides) -> Session:
     """Check every input, load the data, then create or load the study: bad input never creates a study.
 
-    The study (and a fresh database's schema) is created here, once, before any worker process starts. Unless
-    trials run `in_process`, the data is loaded only to check it, on the CPU: each worker loads its own copy.
+    The study (and a fresh database's schema) is created here, once, before any worker process starts. A resumed
+    study must be continuable with the spec (check_resume); a changed spec is stored as the study's spec.
     Trials left RUNNING by dead workers (stale heartbeat) are failed and queued for retry.
     """
-    explicit_storage = storage_url is not None
-    storage_url = storage_url or default_storage_url()
-    torch_device = resolve_device(device)
-    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    resolve_device(device)
+    storage = open_storage(storage_url or default_storage_url(), heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period)
     spec = resolve_spec(storage, study_name, spec_file, **overrides)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
-    data_dir = str(data_dir or default_data_dir())
-    splits = _load_data(spec, data_dir, str(torch_device) if in_process else "cpu")
+    stored = stored_spec(load_study(spec.name, storage)) if spec.name in study_names(storage) else None
+    if stored is not None:
+        check_resume(spec.name, stored, spec)
+    _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
-    if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
-        study.sampler = make_sampler(spec, seed + len(study.trials))
-    reap_stale_trials(study)
-    return Session(study, spec, splits, storage_url, explicit_storage, data_dir, device, heartbeat_interval,
-                   grace_period)
+    if stored is not None and stored != spec:
+        from tuner.notes import record_spec_change
+
+        study.set_user_attr(SPEC_ATTR, spec.to_dict())
+        record_spec_change(study, spec)
+    return _session(study, spec, storage_url=storage_url, data_dir=data_dir, device=device, seed=seed,
+                    in_process=in_process, heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                    command="start")
 
 
 def join(*, study_name: str, storage_url: str | None, data_dir: str | None, device: str, seed: int | None,
          heartbeat_interval: int | None = HEARTBEAT_INTERVAL, grace_period: int | None = GRACE_PERIOD,
          in_process: bool = True) -> Session:
     """Join an existing study (`tune worker`): load it with the spec it was created with; never create one."""
-    explicit_storage = storage_url is not None
-    storage_url = storage_url or default_storage_url()
-    torch_device = resolve_device(device)
-    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+    resolve_device(device)
+    storage = open_storage(storage_url or default_storage_url(), heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period)
     spec = stored_spec(load_study(study_name, storage))
     if spec is None:
         raise TuneError(f"study {study_name!r} was not created by `tune start` (it stores no spec): "
                         "run it with `tune start --study NAME --spec FILE` instead")
-    data_dir = str(data_dir or default_data_dir())
-    splits = _load_data(spec, data_dir, str(torch_device) if in_process else "cpu")
     study = load_study(study_name, storage, sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
-    if seed is not None and study.trials:
-        study.sampler = make_sampler(spec, seed + len(study.trials))
-    reap_stale_trials(study)
-    return Session(study, spec.replace(name=study_name), splits, storage_url, explicit_storage, data_dir, device,
-                   heartbeat_interval, grace_period)
+    return _session(study, spec.replace(name=study_name), storage_url=storage_url, data_dir=data_dir, device=device,
+                    seed=seed, in_process=in_process, heartbeat_interval=heartbeat_interval,
+                    grace_period=grace_period, command="worker")
 
 
 def _storage_flag(session: Session) -> str:
@@ -228,7 +277,10 @@ def _storage_flag(session: Session) -> str:
 
 
 def resume_command(session: Session) -> str:
-    return f"tune start --study {shlex.quote(session.spec.name)}{_storage_flag(session)}"
+    data = f" --data-dir {shlex.quote(session.data_dir)}" if session.explicit_data_dir else ""
+    name = shlex.quote(session.spec.name)
+    study = f"--study {name}" if session.command == "start" else name
+    return f"tune {session.command} {study}{_storage_flag(session)}{data}"
 
 
 def summary(session: Session) -> str:

@@ -193,6 +193,10 @@ class StudySpec:
         _number("split_seed", self.split_seed, low=0, integer=True)
         _choice("sampler", self.sampler, SAMPLERS)
         _choice("pruner", self.pruner, PRUNERS)
+        nesterov = self.search.get("nesterov")
+        wants_nesterov = nesterov == Fixed(True) or (isinstance(nesterov, Choices) and True in nesterov.values)
+        if wants_nesterov and "momentum" not in self.search:
+            raise SpecError("search.nesterov needs momentum: add search.momentum (a value > 0 or a range)")
 
     @property
     def direction(self) -> str:
@@ -214,6 +218,9 @@ class StudySpec:
                             f"or use {METRICS.get(metric, 'maximize')}")
         if "sampler" in raw:
             raw["sampler"], raw["sampler_options"] = _named("sampler", raw["sampler"], SAMPLERS)
+            if "seed" in raw["sampler_options"]:
+                raise SpecError("sampler seed: set the seed with `tune start --seed N` instead (it seeds the "
+                                "sampler of each worker and every trial's training)")
         if "pruner" in raw:
             raw["pruner"], raw["pruner_options"] = _named("pruner", raw["pruner"], PRUNERS)
         if "search" in raw:

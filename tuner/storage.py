@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import optuna
@@ -13,6 +15,9 @@ from optuna.trial import TrialState
 
 from tuner.errors import TuneError
 from tuner.spec import StudySpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 # tune reports each trial itself (with the reason of a failure); Optuna's per-trial log lines, its tracebacks of
 # trials failed on purpose (Ctrl-C, out of memory) and its notes on experimental features are noise here.
@@ -29,20 +34,50 @@ MAX_RETRY = 3  # retries of a trial whose worker died, with the same params
 POOL_SIZE, MAX_OVERFLOW = 2, 2
 
 
+def data_home() -> Path:
+    """The user's data directory: $XDG_DATA_HOME, else ~/.local/share."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+
+
 def default_storage_url() -> str:
     """$TUNE_STORAGE, else an SQLite file in the user's data directory (~/.local/share/tune/tune.db)."""
     if os.environ.get("TUNE_STORAGE"):
         return os.environ["TUNE_STORAGE"]
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{data_home / 'tune' / 'tune.db'}"
+    return f"sqlite:///{data_home() / 'tune' / 'tune.db'}"
 
 
-def _prepare_sqlite(url: str) -> None:
-    """Create the file's directory and switch the database to WAL, so readers never block the writer."""
-    path = url.removeprefix("sqlite:///")
+def sqlite_path(url: str) -> Path:
+    """The database file of an `sqlite:///PATH` URL, `~` expanded: sqlite:///~/tune.db is ~/tune.db, as in a shell."""
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ""
     if path in ("", ":memory:"):
         raise TuneError("an in-memory SQLite storage would lose the study on exit: use sqlite:///PATH")
-    Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return Path(path).expanduser()
+
+
+def public_url(url: str | URL) -> str:
+    """The storage URL (or an engine's URL) with any password masked, fit to print and to share."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL sqlalchemy parses: drop whatever sits between :// and @
+        return re.sub(r"//[^@/]*@", "//***@", str(url))
+
+
+def engine_url(url: str) -> str:
+    """The URL to give SQLAlchemy for the storage URL a user wrote: an SQLite path with `~` expanded, and
+    postgresql:// on the psycopg (3) driver, the one tune installs (SQLAlchemy 2.0 would pick psycopg2)."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        return f"sqlite:///{sqlite_path(url)}"
+    if scheme == "postgresql":
+        return "postgresql+psycopg" + url[len("postgresql"):]
+    return url
+
+
+def _prepare_sqlite(path: Path) -> None:
+    """Create the file's directory and switch the database to WAL, so readers never block the writer."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with sqlite3.connect(path, timeout=60) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
@@ -72,7 +107,7 @@ def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEA
                         "postgresql://USER@HOST:PORT/DB")
     check_heartbeat(heartbeat_interval, grace_period)
     if scheme == "sqlite":
-        _prepare_sqlite(url)
+        _prepare_sqlite(sqlite_path(url))
         engine_kwargs = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
@@ -80,15 +115,25 @@ def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEA
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
     try:
         return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            engine_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
             grace_period=grace_period, heartbeat_stale_trial_callback=retry)
     except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver
-        from sqlalchemy.engine import make_url
-
         reason = " ".join(str(e).split("\n")[0].split())[:300]
-        where = make_url(url).render_as_string(hide_password=True)
-        raise TuneError(f"cannot open storage {where}: {reason}. Check that the database server runs and "
-                        "the URL is right") from None
+        raise TuneError(f"cannot open storage {public_url(url)}: {reason}. Check that the database server runs "
+                        "and the URL is right") from None
+
+
+def open_existing_storage(url: str | None = None, *, missing_ok: bool = False) -> optuna.storages.BaseStorage:
+    """The storage at `url` (default: `default_storage_url()`) for a command that only reads it: an SQLite file
+    that does not exist is never created. It is a one-line TuneError naming the fix, or with `missing_ok` (for
+    listings such as `tune ls`) an empty storage. Opened without heartbeats: a reader runs no trial."""
+    url = url or default_storage_url()
+    if urlsplit(url).scheme == "sqlite" and not sqlite_path(url).is_file():
+        if missing_ok:
+            return optuna.storages.InMemoryStorage()
+        raise TuneError(f"no study database at {sqlite_path(url)}: run `tune start` first, or point --storage (or "
+                        "TUNE_STORAGE) at the database your studies are in")
+    return open_storage(url, heartbeat_interval=None, grace_period=None)
 
 
 def rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:

@@ -8,6 +8,7 @@ is summed there and read once per epoch.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -170,7 +171,7 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
         loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator)
         scheduler.step()
         train_loss = loss_sum.item() / len(splits.train)
-        if not torch.isfinite(torch.tensor(train_loss)):
+        if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
         val_accuracy, val_loss = evaluate(run_model, splits.val)
         record = Epoch(epoch, train_loss, val_accuracy, val_loss, time.perf_counter() - epoch_start)

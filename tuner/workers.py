@@ -3,10 +3,10 @@
 Optuna's `n_jobs` runs threads in one process; training wants processes, one or more per GPU. The parent process
 creates the study, then spawns workers (the 'spawn' start method: safe with CUDA) that only load it. Each worker
 asks for trials in a loop and takes a ticket from a shared `Budget` before each, so `--trials N` runs exactly N
-trials whatever the number of workers. A worker that dies (SIGKILL, the OOM killer) is noticed by the parent, which
-fails its running trial at once, queues a retry with the same params, and starts a new worker in its place. On
-Ctrl-C or SIGTERM the parent asks every worker to stop (SIGTERM): their running trials end FAIL and the study
-can be resumed.
+trials whatever the number of workers. A worker that dies (SIGKILL, the OOM killer, an error such as a lost
+database) is noticed by the parent, which fails its running trial at once and queues a retry with the same params;
+a killed worker is replaced by a new one. On Ctrl-C or SIGTERM the parent asks every worker to stop (SIGTERM):
+their running trials end FAIL and the study can be resumed.
 
 This module is imported by every worker process: it must stay light (torch is imported only to train).
 """
@@ -31,7 +31,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TrialFailed, TuneError
-from tuner.storage import WORKER_ATTR, close_storage, fail_trials_of, open_storage, rdb
+from tuner.storage import WORKER_ATTR, close_storage, fail_trials_of, open_storage, public_url, rdb
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
@@ -122,15 +122,28 @@ def worker_name(pid: int | None = None) -> str:
 
 # --- the budget shared by the workers of one invocation ------------------------------------------------------
 
+class _LocalCounter:
+    """The part of a multiprocessing Value that Budget uses, for one process: no shared memory, no
+    resource-tracker process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def get_lock(self) -> threading.Lock:
+        return self._lock
+
+
 class Budget:
     """N trials shared by processes: each takes a ticket before asking for a trial, so exactly N trials start.
 
-    Made before the workers and handed to them at spawn (it holds a shared counter). `total` None: no limit.
+    With a multiprocessing `context`, the counter is shared: make the budget before the workers and hand it to them
+    at spawn. Without one (a search in this process alone) it is a plain counter. `total` None: no limit.
     """
 
     def __init__(self, total: int | None, context: Any = None) -> None:
         self.total = total
-        self._taken = (context or multiprocessing.get_context("spawn")).Value("i", 0)
+        self._taken = context.Value("i", 0) if context is not None else _LocalCounter()
 
     def take(self) -> bool:
         with self._taken.get_lock():
@@ -212,7 +225,7 @@ def wait_for_database(storage: optuna.storages.RDBStorage, error: BaseException,
         if _reachable(storage):
             return
         pause = min(pause * 2, 8.0)
-    where = storage.engine.url.render_as_string(hide_password=True)
+    where = public_url(storage.engine.url)
     raise DatabaseLost(f"worker {worker_name()} gave up: the database {where} did not answer for {patience:.0f} s "
                        f"({reason}); its trial will be retried once a worker runs again")
 
@@ -423,23 +436,26 @@ class Pool:
                 self._exited(slot, process)
 
     def _exited(self, slot: int, process: SpawnProcess) -> None:
-        """A worker ended. Killed (SIGKILL, OOM killer, a crash): fail its trial at once, queue the retry and start
-        a new worker. Interrupted (SIGTERM sent to it alone): its trial is FAIL; the run ends as interrupted.
-        Failed with an error: the others go on; the run ends with an error."""
+        """A worker ended. Unless the pool is stopping, the trial it left RUNNING is failed at once and queued again
+        with the same params, whatever ended the worker. Killed (SIGKILL, OOM killer, a crash): a new worker takes
+        its place. Interrupted (SIGTERM sent to it alone, which fails its own trial): the run ends as interrupted.
+        Failed with an error (a lost database: exit 2): the others go on; the run ends with an error."""
         code = process.exitcode
         if code == 0 or (self.stopping and code == EXIT_INTERRUPTED):
             return
         name = worker_name(process.pid)
         where = f"worker {name}" + (f" on GPU {self.slots[slot]}" if self.slots[slot] is not None else "")
         killed = code is not None and code < 0 and not self.stopping
-        trials = self._fail_trials(name, retry=killed)
+        trials = self._fail_trials(name, retry=not self.stopping)
         if self.stopping and not trials:
             return  # stopped before it ran a trial
         text = f"{where} {_exit_text(code)}"
         if trials:
             text += f"; its trial {', '.join(map(str, trials))} is marked FAIL"
+        if trials and not self.stopping:
+            text += self._requeued(trials)
         if killed:
-            text += self._replace(slot, trials)
+            text += self._replace(slot)
         elif code == EXIT_INTERRUPTED:
             self.interrupted = True
         elif not self.stopping:
@@ -454,21 +470,24 @@ class Pool:
                                soft_wrap=True)
             return []
 
-    def _replace(self, slot: int, retried: list[int]) -> str:
-        """After a worker was killed: its retried trials go back into the budget; a new worker takes its slot
-        while work is left (at most one restart per slot on average, so that a crash loop ends)."""
+    def _requeued(self, retried: list[int]) -> str:
+        """The trials of a dead worker, queued again: each retry takes its dead trial's place in the budget."""
         for _ in retried:
-            self.budget.give_back()  # the retry takes the dead trial's place in the budget
+            self.budget.give_back()
         self.reaped.update(retried)
-        text = " and queued again with the same params" if retried else ""
+        return " and queued again with the same params"
+
+    def _replace(self, slot: int) -> str:
+        """After a worker was killed, a new worker takes its slot while work is left (at most one restart per slot
+        on average, so that a crash loop ends)."""
         if self.budget.left is not None and self.budget.left <= 0:
-            return text
+            return ""
         if self.restarts >= len(self.slots):
             self.failures.append(f"workers were killed {self.restarts + 1} times; not starting another")
-            return text
+            return ""
         self.restarts += 1
         self.start(slot)
-        return text + "; started a new worker in its place"
+        return "; started a new worker in its place"
 
     def stop(self) -> None:
         """SIGTERM every worker (each fails its running trial and exits), then SIGKILL those still there."""
@@ -486,6 +505,9 @@ class Pool:
             process.kill()
         while self.processes:
             self.wait(1.0)
+
+
+WATCHED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 class PoolProgress:
@@ -519,17 +541,20 @@ class PoolProgress:
     def _poll(self) -> None:
         from tuner.runner import describe_best
 
-        run = self.pool.job.run
-        trials = [t for t in self.pool.study.get_trials(deepcopy=False) if run_of(t) == run]
+        study, run = self.pool.study, self.pool.job.run
+        # One read, without copies and without the WAITING trials (queued retries); the study's cached storage
+        # fetches only the trials that changed since the last poll.
+        trials = study.get_trials(deepcopy=False, states=WATCHED_STATES)
         for trial in trials:
-            if trial.state.is_finished() and trial.number not in self.seen | self.pool.reaped:
+            if (trial.state.is_finished() and trial.number not in self.seen and trial.number not in self.pool.reaped
+                    and run_of(trial) == run):
                 self.seen.add(trial.number)
-                self.search.on_trial_end(self.pool.study, trial)
+                self.search.on_trial_end(study, trial)
         running = [f"trial {t.number} epoch {len(t.intermediate_values)}/{self.epochs}"
-                   for t in trials if t.state == TrialState.RUNNING]
+                   for t in trials if t.state == TrialState.RUNNING and run_of(t) == run]
         status = "; ".join(running[:4]) + (" ..." if len(running) > 4 else "")
-        description = f"{status} | {describe_best(self.pool.study)}" if status else describe_best(self.pool.study)
-        self.search.bar.update(self.search.task, description=description)
+        best = describe_best(study)
+        self.search.bar.update(self.search.task, description=f"{status} | {best}" if status else best)
 
 
 def new_run_id() -> str:
@@ -553,7 +578,7 @@ def run_pool(session: Session, slots: list[str | None], *, n_trials: int | None,
         threads=threads_per_worker(len(slots)), run=run, run_trials=n_trials,
         heartbeat_interval=session.heartbeat_interval, grace_period=session.grace_period,
         deadline=None if timeout is None else time.time() + timeout, objective=objective)
-    pool = Pool(session.study, job, slots, Budget(n_trials), console)
+    pool = Pool(session.study, job, slots, Budget(n_trials, multiprocessing.get_context("spawn")), console)
     with PoolProgress(pool, n_trials, session.spec.epochs) as progress, sigterm_as_interrupt():
         try:
             for slot in range(len(slots)):

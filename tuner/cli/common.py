@@ -30,6 +30,10 @@ class TuneGroup(click.Group):
             if ctx.params.get("debug"):
                 raise
             raise UserError(str(e)) from None
+        except OSError as e:  # a path the user gave (-o, --out) that cannot be written or read
+            if ctx.params.get("debug") or e.filename is None:
+                raise
+            raise UserError(f"{e.filename}: {e.strerror}: check the path and its permissions") from None
 
 
 storage_option = click.option(

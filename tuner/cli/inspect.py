@@ -336,6 +336,7 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
 
     study = open_study(name, storage)
     trial = get_trial(study, trial_number) if trial_number is not None else best_trial(study)
+    exports.trial_config(name, trial)  # a trial without a stored config fails here, before any note
     if trial.state.name != "COMPLETE":
         click.echo(f"note: trial {trial.number} is {trial.state.name} after {len(trial.intermediate_values)} "
                    "epoch(s); its config trains all its epochs", err=True)
@@ -391,7 +392,7 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
     versus = f" (trial: {trial:.4f})" if trial is not None and not full_train and epochs is None else ""
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {metrics['epochs']} epochs in "
                f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
-    click.echo(f"Wrote {run.out_dir / production.WEIGHTS}, {production.CONFIG} and {production.METRICS}")
+    click.echo(f"Wrote {run.out_dir / production.WEIGHTS_FILE}, {production.CONFIG} and {production.METRICS}")
 
 
 class EpochProgress:

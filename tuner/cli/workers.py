@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import click
 
 from tuner.cli.common import storage_option
+from tuner.cli.inspect import study_argument
 
 
 def worker_options(command: Callable) -> Callable:
@@ -39,6 +41,19 @@ def heartbeat(interval: int | None, grace: int | None) -> dict[str, int]:
     return {"heartbeat_interval": interval or HEARTBEAT_INTERVAL, "grace_period": grace or GRACE_PERIOD}
 
 
+def local_weights_warning(storage_url: str, keep_top: int) -> str | None:
+    """One line for stderr when a worker on PostgreSQL keeps weights in a directory of its own machine (no
+    TUNE_ARTIFACTS): the dashboard, elsewhere, cannot serve them."""
+    from urllib.parse import urlsplit
+
+    from tuner.artifacts import ARTIFACTS_ENV, artifact_dir_for
+
+    if keep_top <= 0 or os.environ.get(ARTIFACTS_ENV) or urlsplit(storage_url).scheme == "sqlite":
+        return None
+    return (f"Warning: kept weights stay on this machine, in {artifact_dir_for(storage_url)}: set {ARTIFACTS_ENV} "
+            "to a directory every machine shares so that the dashboard can serve them (or --keep-top 0)")
+
+
 def run_and_report(session, slots: list[str | None], *, trials: int, timeout: float | None, seed: int | None,
                    keep_top: int) -> None:
     """Run the trials, then print the summary; on Ctrl-C/SIGTERM print how to resume and exit 130."""
@@ -59,7 +74,7 @@ def run_and_report(session, slots: list[str | None], *, trials: int, timeout: fl
 
 
 @click.command()
-@click.argument("name")
+@study_argument
 @storage_option
 @click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True,
               help="How many trials this invocation runs (shared by its workers).")
@@ -89,11 +104,14 @@ def worker(name: str, storage: str | None, trials: int, timeout: float | None, d
     slots = plan_workers(workers, gpus, per_gpu)
     session = runner.join(study_name=name, storage_url=storage, data_dir=data_dir, device=device, seed=seed,
                           in_process=slots == [None], **heartbeat(heartbeat_interval, grace_period))
+    warning = local_weights_warning(session.storage_url, keep_top)
+    if warning:
+        click.echo(warning, err=True)
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
 
 
 @click.command()
-@click.argument("name")
+@study_argument
 @storage_option
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts) instead of a live view.")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -109,9 +127,9 @@ def status(name: str, storage: str | None, once: bool, output: str) -> None:
     from rich.console import Console
 
     from tuner import status as view
-    from tuner.storage import close_storage, load_study, open_storage
+    from tuner.storage import close_storage, load_study, open_existing_storage
 
-    storage_ = open_storage(storage, heartbeat_interval=None, grace_period=None)
+    storage_ = open_existing_storage(storage)
     try:
         study = load_study(name, storage_)
         if output == "json":
