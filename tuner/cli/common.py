@@ -41,3 +41,13 @@ storage_option = click.option(
     help="Optuna storage URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DB "
          "[env TUNE_STORAGE; default: ~/.local/share/tune/tune.db].",
 )
+
+data_dir_option = click.option(
+    "--data-dir", type=click.Path(file_okay=False), metavar="DIR",
+    help="Where the dataset is, or is downloaded to [env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+    help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+keep_top_option = click.option(
+    "--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
+    help="Keep the weights of the K best trials as artifacts (0: none).")

@@ -16,10 +16,9 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from tuner.cli.common import storage_option
+from tuner.cli.common import data_dir_option, device_option, storage_option
 
 FORMATS = ("table", "json", "csv")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 def complete_study_name(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
@@ -37,9 +36,6 @@ def complete_study_name(ctx: click.Context, param: click.Parameter, incomplete: 
 study_argument = click.argument("name", metavar="NAME", shell_complete=complete_study_name)
 format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
                              help="table for people; json or csv for scripts (on stdout, messages on stderr).")
-data_dir_option = click.option(
-    "--data-dir", type=click.Path(file_okay=False), metavar="DIR",
-    help="Where the dataset is, or is downloaded to [env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
 
 
 # --- machine formats
@@ -360,8 +356,7 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
               help="Where to write model.safetensors, config.yaml and metrics.json [default: runs/<FILE stem>].")
 @data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), metavar="N", help="Train N epochs instead of the trial's.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
-              help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+@device_option
 @click.option("--full-train", is_flag=True,
               help="Train on train + validation (the whole training set); validation metrics are then the test's.")
 @click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from tuner.cli.common import storage_option
+from tuner.cli.common import data_dir_option, device_option, keep_top_option, storage_option
 from tuner.cli.workers import heartbeat, run_and_report, worker_options
 from tuner.spec import PRUNERS, SAMPLERS
 
@@ -20,8 +20,7 @@ from tuner.spec import PRUNERS, SAMPLERS
               help="Study spec (YAML, TOML or JSON), or the name of a shipped spec [default: the study's own spec "
                    "when resuming, else fashion-mnist].")
 @storage_option
-@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where the dataset is, or is downloaded to [env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
+@data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per trial (overrides the spec).")
 @click.option("--sampler", type=click.Choice(SAMPLERS), help="Optuna sampler (overrides the spec).")
 @click.option("--pruner", type=click.Choice(PRUNERS), help="Optuna pruner (overrides the spec).")
@@ -29,10 +28,8 @@ from tuner.spec import PRUNERS, SAMPLERS
 @click.option("--compile", "compile_model", is_flag=True, default=None,
               help="Train through torch.compile (overrides the spec): faster long trials on a GPU, after a "
                    "warm-up per trial.")
-@click.option("--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
-              help="Keep the weights of the K best trials as artifacts (0: none).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-              help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+@keep_top_option
+@device_option
 @worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
           data_dir: str | None, epochs: int | None, sampler: str | None, pruner: str | None, seed: int | None,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import click
 
-from tuner.cli.common import storage_option
+from tuner.cli.common import data_dir_option, device_option, keep_top_option, storage_option
 from tuner.cli.inspect import study_argument
 
 
@@ -80,13 +80,10 @@ def run_and_report(session, slots: list[str | None], *, trials: int, timeout: fl
               help="How many trials this invocation runs (shared by its workers).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="S",
               help="Start no new trial after S seconds.")
-@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where the dataset is, or is downloaded to [env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
+@data_dir_option
 @click.option("--seed", type=click.IntRange(min=0), help="Seed the sampler and each trial's training.")
-@click.option("--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
-              help="Keep the weights of the K best trials as artifacts (0: none).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-              help="Where to train: auto picks CUDA, then MPS, then the CPU.")
+@keep_top_option
+@device_option
 @worker_options
 def worker(name: str, storage: str | None, trials: int, timeout: float | None, data_dir: str | None,
            seed: int | None, keep_top: int, device: str, workers: int | None, gpus: str | None, per_gpu: int | None,
