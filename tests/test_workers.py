@@ -371,3 +371,12 @@ def test_a_worker_on_postgresql_warns_once_that_kept_weights_stay_local(cli, pos
     assert local_weights_warning("sqlite:///studies.db", keep_top=3) is None
     monkeypatch.setenv("TUNE_ARTIFACTS", "/shared/tune-artifacts")
     assert cli("worker", "tiny", "--storage", postgres_url, "--data-dir", data_dir, "--device", "cpu").stderr == ""
+
+
+def test_worker_on_a_missing_database_says_so_and_creates_nothing(cli, tmp_path, data_dir):
+    missing = tmp_path / "nowhere" / "studies.db"
+    result = cli("worker", "tiny", "--storage", f"sqlite:///{missing}", "--data-dir", data_dir, "--device", "cpu")
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: no study database at {missing}: run `tune start` first, or point "
+                                     "--storage (or TUNE_STORAGE) at the database your studies are in")
+    assert not missing.parent.exists()

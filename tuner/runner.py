@@ -26,6 +26,7 @@ from tuner.storage import (
     HEARTBEAT_INTERVAL,
     SPEC_ATTR,
     WORKER_ATTR,
+    check_database_exists,
     create_or_load_study,
     default_storage_url,
     load_study,
@@ -260,6 +261,7 @@ def join(*, study_name: str, storage_url: str | None, data_dir: str | None, devi
          in_process: bool = True) -> Session:
     """Join an existing study (`tune worker`): load it with the spec it was created with; never create one."""
     resolve_device(device)
+    check_database_exists(storage_url or default_storage_url())
     storage = open_storage(storage_url or default_storage_url(), heartbeat_interval=heartbeat_interval,
                            grace_period=grace_period)
     spec = stored_spec(load_study(study_name, storage))

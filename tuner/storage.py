@@ -128,12 +128,17 @@ def open_existing_storage(url: str | None = None, *, missing_ok: bool = False) -
     that does not exist is never created. It is a one-line TuneError naming the fix, or with `missing_ok` (for
     listings such as `tune ls`) an empty storage. Opened without heartbeats: a reader runs no trial."""
     url = url or default_storage_url()
+    if missing_ok and urlsplit(url).scheme == "sqlite" and not sqlite_path(url).is_file():
+        return optuna.storages.InMemoryStorage()
+    check_database_exists(url)
+    return open_storage(url, heartbeat_interval=None, grace_period=None)
+
+
+def check_database_exists(url: str) -> None:
+    """A one-line TuneError for an SQLite file that does not exist, before anything would create it."""
     if urlsplit(url).scheme == "sqlite" and not sqlite_path(url).is_file():
-        if missing_ok:
-            return optuna.storages.InMemoryStorage()
         raise TuneError(f"no study database at {sqlite_path(url)}: run `tune start` first, or point --storage (or "
                         "TUNE_STORAGE) at the database your studies are in")
-    return open_storage(url, heartbeat_interval=None, grace_period=None)
 
 
 def rdb(storage: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage:
