@@ -40,6 +40,7 @@ from tuner.workers import (
     GPU_ATTR,
     RUN_ATTR,
     Budget,
+    Interrupts,
     Tagged,
     new_run_id,
     run_pool,
@@ -49,21 +50,28 @@ from tuner.workers import (
 )
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt, so the running trial is marked FAIL (as on Ctrl-C), not left RUNNING."""
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
+
+@contextlib.contextmanager
+def sigterm_as_interrupt(runs_trials: bool = True) -> Iterator[None]:
+    """SIGTERM acts as Ctrl-C: KeyboardInterrupt. In a process that runs trials both fail the running trial and
+    never leave one RUNNING: a signal that comes while Optuna creates or records a trial waits for the next safe
+    point (Interrupts). A pool's parent, which runs none, is interrupted at once and stops its workers."""
+    Interrupts.reset()
+    handlers = ({signal.SIGTERM: Interrupts.handle, signal.SIGINT: Interrupts.handle} if runs_trials
+                else {signal.SIGTERM: _raise_interrupt})
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def describe_best(study: optuna.Study) -> str:

@@ -164,6 +164,31 @@ class Budget:
 
 # --- running trials in one process -----------------------------------------------------------------------------
 
+class Interrupts:
+    """SIGTERM without a trial left RUNNING. Inside the objective it raises KeyboardInterrupt at once, and Optuna
+    marks the trial FAIL; elsewhere (while Optuna creates or records a trial, where an exception would leave the
+    trial RUNNING) it is only noted, and raised as the next objective starts or before the next trial is asked for.
+    """
+
+    requested = False
+    in_objective = False
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.requested = cls.in_objective = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        cls.requested = True
+        if cls.in_objective:
+            raise KeyboardInterrupt
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.requested:
+            raise KeyboardInterrupt
+
+
 class Tagged:
     """The objective, after recording on the trial who runs it (host:pid, GPU, invocation) for `tune status`."""
 
@@ -174,9 +199,14 @@ class Tagged:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.started += 1
-        for key, value in self.tags.items():
-            trial.set_user_attr(key, value)
-        return self.objective(trial)
+        Interrupts.in_objective = True
+        try:
+            Interrupts.check()  # a SIGTERM that came while Optuna created this trial
+            for key, value in self.tags.items():
+                trial.set_user_attr(key, value)
+            return self.objective(trial)
+        finally:
+            Interrupts.in_objective = False
 
 
 class DatabaseLost(TuneError):
@@ -259,7 +289,10 @@ def run_trials(study: optuna.Study, objective: Tagged, budget: Budget, *, deadli
     database is waited for (`wait_for_database`); KeyboardInterrupt marks the running trial FAIL and propagates.
     """
     with _quiet_heartbeat_errors():
-        while (deadline is None or time.time() < deadline) and keep_going() and budget.take():
+        while True:
+            Interrupts.check()  # a SIGTERM that came while Optuna recorded the last trial
+            if not ((deadline is None or time.time() < deadline) and keep_going() and budget.take()):
+                return
             started = objective.started
             try:
                 study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=list(callbacks))
@@ -330,10 +363,6 @@ def _parent_alive() -> bool:
     return parent is None or parent.is_alive()
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
-
-
 def work(job: WorkerJob, budget: Budget) -> None:
     """Body of a worker process: join the study and run trials until the budget is spent."""
     storage = open_storage(job.storage_url, heartbeat_interval=job.heartbeat_interval,
@@ -350,7 +379,7 @@ def work(job: WorkerJob, budget: Budget) -> None:
 def worker_main(job: WorkerJob, budget: Budget) -> None:
     """Entry point of a spawned worker: SIGTERM fails the running trial (as Ctrl-C does) and exits 130; errors a
     user can fix (a lost database) print one line and exit 2. SIGINT is left to the parent, which relays it."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGTERM, Interrupts.handle)
     try:
         work(job, budget)
     except KeyboardInterrupt:
@@ -579,7 +608,7 @@ def run_pool(session: Session, slots: list[str | None], *, n_trials: int | None,
         heartbeat_interval=session.heartbeat_interval, grace_period=session.grace_period,
         deadline=None if timeout is None else time.time() + timeout, objective=objective)
     pool = Pool(session.study, job, slots, Budget(n_trials, multiprocessing.get_context("spawn")), console)
-    with PoolProgress(pool, n_trials, session.spec.epochs) as progress, sigterm_as_interrupt():
+    with PoolProgress(pool, n_trials, session.spec.epochs) as progress, sigterm_as_interrupt(runs_trials=False):
         try:
             for slot in range(len(slots)):
                 pool.start(slot)
