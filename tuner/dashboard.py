@@ -15,7 +15,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, raise_interrupt
 
 if TYPE_CHECKING:
     from wsgiref.types import WSGIApplication
@@ -88,13 +88,9 @@ def server_url(server: ThreadingWSGIServer, host: str) -> str:
     return f"http://{shown}:{server.server_port}/dashboard/"
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def serve(server: ThreadingWSGIServer) -> None:
     """Answer requests until Ctrl-C (or SIGTERM), then close the socket; returns normally."""
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, raise_interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,3 +10,8 @@ class TrialFailed(Exception):
 
     The reason is stored on the trial as the user attr `fail_reason`.
     """
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """A signal handler that makes SIGTERM act as Ctrl-C (KeyboardInterrupt), so cleanup code runs."""
+    raise KeyboardInterrupt

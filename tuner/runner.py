@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tuner.data import Splits, default_data_dir, load_splits
-from tuner.errors import TuneError
+from tuner.errors import TuneError, raise_interrupt
 from tuner.objective import Objective
 from tuner.samplers import make_pruner, make_sampler
 from tuner.spec import Choices, Fixed, StudySpec, load_spec
@@ -50,10 +50,6 @@ from tuner.workers import (
 )
 
 
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def sigterm_as_interrupt(runs_trials: bool = True) -> Iterator[None]:
     """SIGTERM acts as Ctrl-C: KeyboardInterrupt. In a process that runs trials both fail the running trial and
@@ -61,7 +57,7 @@ def sigterm_as_interrupt(runs_trials: bool = True) -> Iterator[None]:
     point (Interrupts). A pool's parent, which runs none, is interrupted at once and stops its workers."""
     Interrupts.reset()
     handlers = ({signal.SIGTERM: Interrupts.handle, signal.SIGINT: Interrupts.handle} if runs_trials
-                else {signal.SIGTERM: _raise_interrupt})
+                else {signal.SIGTERM: raise_interrupt})
     try:
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
     except ValueError:  # not the main thread: leave signals alone
