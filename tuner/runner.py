@@ -282,8 +282,12 @@ def _storage_flag(session: Session) -> str:
     return f" --storage {shlex.quote(session.storage_url)}" if session.explicit_storage else ""
 
 
+def _data_flag(session: Session) -> str:
+    return f" --data-dir {shlex.quote(session.data_dir)}" if session.explicit_data_dir else ""
+
+
 def resume_command(session: Session) -> str:
-    data = f" --data-dir {shlex.quote(session.data_dir)}" if session.explicit_data_dir else ""
+    data = _data_flag(session)
     name = shlex.quote(session.spec.name)
     study = f"--study {name}" if session.command == "start" else name
     return f"tune {session.command} {study}{_storage_flag(session)}{data}"
@@ -309,7 +313,7 @@ def summary(session: Session) -> str:
                      "died): the next run starts with them")
     flag = _storage_flag(session)
     lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
-              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml",
+              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml{_data_flag(session)}",
               f"Resume:  {resume_command(session)}"]
     return "\n".join(lines)
 
