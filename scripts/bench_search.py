@@ -29,7 +29,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tuner.data import TORCHVISION_CLASSES, Splits, load_splits, split_off
+from tuner.datasets import Splits, load_splits
+from tuner.datasets.splits import split_off
+from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.models import build_model
 from tuner.spec import RunConfig, StudySpec
 from tuner.synthetic import write_idx_dataset
@@ -58,7 +60,7 @@ def baseline_fit(config: RunConfig, data_dir: str, splits: Splits, device: torch
     val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(full, val_index.tolist()),
                                              batch_size=config.batch_size)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
     model = model[1].to(device)  # the same network, without tune's built-in normalization (model[0])
     optimizer = make_optimizer(config, model.parameters(), torch.device("cpu"))  # the tutorial: no fused kernels
     scheduler = make_scheduler(config, optimizer)
@@ -93,8 +95,8 @@ def baseline_epochs(config: RunConfig, data_dir: str, splits: Splits, device: to
 
 
 def split_off_indices(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (train, validation) indices `tuner.data.split_off` uses."""
-    from tuner.data import Images
+    """The (train, validation) indices `tuner.datasets.splits.split_off` uses."""
+    from tuner.datasets import Images
 
     images = Images(torch.zeros(n, 1, 1, 1, dtype=torch.uint8), torch.arange(n))
     rest, held = split_off(images, fraction, seed)

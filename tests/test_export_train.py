@@ -140,7 +140,7 @@ def test_export_with_weights_copies_the_kept_weights(searched, tmp_path):
 
 def test_kept_weights_load_as_the_trained_model(searched, data_dir, tmp_path):
     from tuner.artifacts import copy_weights, kept_weights
-    from tuner.data import load_splits
+    from tuner.datasets import load_splits
     from tuner.train import evaluate
 
     study = optuna.load_study(study_name="tiny", storage=searched)

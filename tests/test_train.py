@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import tuner.train
-from tuner.data import load_splits
+from tuner.datasets import load_splits
 from tuner.errors import TuneError
 from tuner.models import build_model
 from tuner.spec import MODELS, RunConfig
@@ -35,7 +35,7 @@ def test_validation_test_selects_on_the_test_split(data_dir):
 @pytest.mark.parametrize("family", MODELS)
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
 def test_models_take_uint8_images_of_each_dataset_shape(family, shape):
-    model = build_model(family, shape, 10, 0.2, (0.5,) * shape[0], (0.25,) * shape[0])
+    model = build_model(RunConfig(model=family, dropout=0.2), shape, 10, (0.5,) * shape[0], (0.25,) * shape[0])
     logits = model(torch.randint(0, 256, (4, *shape), dtype=torch.uint8))
     assert logits.shape == (4, 10)
 

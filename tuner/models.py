@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tuner.spec import RunConfig
+
 
 class Standardize(nn.Module):
     """uint8 (or [0, 1] float) images -> per-channel standardized floats."""
@@ -76,7 +78,8 @@ def bncnn(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.S
 FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet, "bncnn": bncnn}
 
 
-def build_model(family: str, shape: tuple[int, int, int], num_classes: int, dropout: float,
-                mean: tuple[float, ...], std: tuple[float, ...]) -> nn.Sequential:
-    """A freshly initialized model of `family` for images of `shape` (C, H, W), normalizing its input itself."""
-    return nn.Sequential(Standardize(mean, std), FAMILIES[family](shape, num_classes, dropout))
+def build_model(config: RunConfig, shape: tuple[int, int, int], num_classes: int, mean: tuple[float, ...],
+                std: tuple[float, ...]) -> nn.Module:
+    """A freshly initialized model of `config.model` for uint8 images of `shape` (C, H, W) and `num_classes`
+    classes, normalizing its input itself. Trials, `tune train` and saved models all build through here."""
+    return nn.Sequential(Standardize(mean, std), FAMILIES[config.model](shape, num_classes, config.dropout))

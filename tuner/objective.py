@@ -10,10 +10,11 @@ import optuna
 import torch
 
 from tuner.artifacts import keep_weights
-from tuner.data import Splits
+from tuner.datasets import Splits
 from tuner.errors import TrialFailed
 from tuner.space import sample_config
 from tuner.spec import StudySpec
+from tuner.storage import INPUT_ATTR
 from tuner.train import Diverged, Epoch, fit
 
 EpochHook = Callable[[optuna.Trial, Epoch], None]
@@ -46,6 +47,7 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("config", config.to_dict())
         trial.set_user_attr("threads", torch.get_num_threads())  # CPU results depend on it; `tune train` replays it
+        trial.set_user_attr(INPUT_ATTR, self.splits.input_info())  # shape, class names, preprocessing, data fingerprint
 
         def report(epoch: Epoch) -> None:
             trial.report(epoch.metric(self.spec.metric), epoch.epoch)

@@ -22,7 +22,7 @@ from tuner.spec import RunConfig
 if TYPE_CHECKING:
     from torch import nn
 
-    from tuner.data import Splits
+    from tuner.datasets import Splits
     from tuner.train import Epoch, FitResult
 
 WEIGHTS_FILE = "model.safetensors"  # the weights of `tune train` runs, and of the trials `tune start` keeps
@@ -82,7 +82,7 @@ def load_model(path: str | Path) -> nn.Module:
     config = RunConfig.from_dict(json.loads(metadata["config"]))
     shape = tuple(json.loads(metadata["input_shape"]))
     channels = (0.0,) * shape[0]
-    model = build_model(config.model, shape, int(metadata["num_classes"]), config.dropout, channels, channels)
+    model = build_model(config, shape, int(metadata["num_classes"]), channels, channels)
     load_into(model, str(path))  # the normalization buffers come with the weights
     return model.eval()
 
@@ -105,7 +105,7 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
                  epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
                  on_epoch: Callable[[Epoch], None] | None = None) -> TrainedRun:
     """Train `export` (read from `path`) and write weights, config.yaml and metrics.json to `out_dir`."""
-    from tuner.data import default_data_dir, load_splits
+    from tuner.datasets import default_data_dir, load_splits
     from tuner.train import fit, resolve_device
 
     # --- setup: read and check everything before spending training time
@@ -114,7 +114,7 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
     check_out_dir(out_dir, overwrite)
     torch_device = resolve_device(device)
     splits = load_splits(config.dataset, str(data_dir or default_data_dir()), config.validation, config.split_seed,
-                         str(torch_device), with_validation=not full_train)
+                         str(torch_device), with_validation=not full_train, image_size=config.image_size)
 
     # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
     with cpu_threads(export.provenance.get("threads") if torch_device.type == "cpu" else None) as threads:

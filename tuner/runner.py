@@ -7,6 +7,7 @@ import contextlib
 import os
 import shlex
 import signal
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tuner.data import Splits, default_data_dir, load_splits
+from tuner.datasets import Splits, default_data_dir, load_splits
+from tuner.datasets.folder import unreadable_warning
 from tuner.errors import TuneError, raise_interrupt
 from tuner.objective import Objective
 from tuner.samplers import make_pruner, make_sampler
@@ -24,6 +26,7 @@ from tuner.spec import Choices, Fixed, StudySpec, load_spec
 from tuner.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
+    INPUT_ATTR,
     SPEC_ATTR,
     WORKER_ATTR,
     check_database_exists,
@@ -183,7 +186,7 @@ def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, s
 
 
 # Fields whose change would make a study's trial values incomparable: a different data set, metric or split.
-IDENTITY_FIELDS = ("dataset", "metric", "validation", "split_seed")
+IDENTITY_FIELDS = ("dataset", "image_size", "metric", "validation", "split_seed")
 
 
 def check_resume(name: str, stored: StudySpec, spec: StudySpec) -> None:
@@ -208,7 +211,7 @@ def _domain_text(domain) -> str:
 
 
 def _load_data(spec: StudySpec, data_dir: str, device: str) -> Splits:
-    return load_splits(spec.dataset, data_dir, spec.validation, spec.split_seed, device)
+    return load_splits(spec.dataset, data_dir, spec.validation, spec.split_seed, device, image_size=spec.image_size)
 
 
 def _data_device(device: str, in_process: bool) -> str:
@@ -248,8 +251,12 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     stored = stored_spec(load_study(spec.name, storage)) if spec.name in study_names(storage) else None
     if stored is not None:
         check_resume(spec.name, stored, spec)
-    _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
+    splits = _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
+    warning = unreadable_warning(splits.info)
+    if warning:
+        print(warning, file=sys.stderr)
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
+    study.set_user_attr(INPUT_ATTR, {**splits.input_info(), "dataset": spec.dataset})
     if stored is not None and stored != spec:
         from tuner.notes import record_spec_change
 

@@ -34,5 +34,5 @@ def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
     for name in PARAMS:
         if name in spec.search and _applies(name, values):
             values[name] = suggest(trial, name, spec.search[name])
-    return RunConfig(dataset=spec.dataset, epochs=spec.epochs, validation=spec.validation,
+    return RunConfig(dataset=spec.dataset, image_size=spec.image_size, epochs=spec.epochs, validation=spec.validation,
                      split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed, **values)

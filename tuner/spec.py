@@ -20,7 +20,7 @@ import yaml
 
 from tuner.errors import TuneError
 
-DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")
+DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")  # torchvision's; any other dataset is a folder path
 MODELS = ("mlp", "cnn", "convnet", "bncnn")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
 SCHEDULERS = ("exponential", "step", "none")
@@ -55,6 +55,27 @@ def _number(name: str, value: Any, *, low: float | None = None, high: float | No
         bound = f"{'>' if low_open else '>='} {low}" if too_low else f"<= {high}"
         raise SpecError(f"{name} must be {bound}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def check_dataset(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"dataset must be {', '.join(DATASETS)} or the path of a folder of images, got {value!r}")
+    return value
+
+
+def dataset_ref(value: Any, base: Path | None = None) -> Any:
+    """A dataset as stored in specs and configs: a shipped name as it is, a folder as an absolute path (`~`
+    expanded, a relative one taken from `base`, the spec file's folder, or the current directory)."""
+    if not isinstance(value, str) or value in DATASETS or not value.strip():
+        return value
+    path = Path(value).expanduser()
+    return str(((base or Path.cwd()) / path).resolve())
+
+
+def check_image_size(value: Any) -> int | None:
+    if value is None:
+        return None
+    return int(_number("image_size", value, low=1, integer=True))
 
 
 def _boolean(name: str, value: Any) -> bool:
@@ -168,7 +189,8 @@ class StudySpec:
     """What one study searches and how. The defaults are the shipped Fashion-MNIST study."""
 
     name: str = "fashion-mnist"  # study name in the storage, unless --study gives another
-    dataset: str = "fashion-mnist"  # torchvision dataset: fashion-mnist, mnist, kmnist or cifar10
+    dataset: str = "fashion-mnist"  # torchvision's fashion-mnist, mnist, kmnist or cifar10, or a folder of images
+    image_size: int | None = None  # folders: images resized to this (shorter side, center crop); None: median side
     model: str = "bncnn"  # model family, unless search.model picks one per trial
     epochs: int = 8  # training epochs per trial; pruning can stop a trial after any of them
     metric: str = "accuracy"  # validation metric reported each epoch: accuracy (maximized) or loss (minimized)
@@ -185,7 +207,8 @@ class StudySpec:
         _boolean("compile", self.compile)
         if not isinstance(self.name, str) or not self.name.strip():
             raise SpecError(f"name must be a non-empty string, got {self.name!r}")
-        _choice("dataset", self.dataset, DATASETS)
+        check_dataset(self.dataset)
+        check_image_size(self.image_size)
         _choice("model", self.model, MODELS)
         _number("epochs", self.epochs, low=1, integer=True)
         _choice("metric", self.metric, tuple(METRICS))
@@ -316,7 +339,10 @@ def load_spec(path_or_name: str | Path | None) -> StudySpec:
         names = ", ".join(shipped_specs()) or "none"
         raise SpecError(f"no such spec file: {path_or_name} (shipped specs: {names})")
     try:
-        return StudySpec.from_dict(read_mapping(path))
+        raw = read_mapping(path)
+        if isinstance(raw, dict) and "dataset" in raw:
+            raw["dataset"] = dataset_ref(raw["dataset"], path.resolve().parent)
+        return StudySpec.from_dict(raw)
     except SpecError as e:
         if str(path) in str(e):
             raise
@@ -329,7 +355,8 @@ def load_spec(path_or_name: str | Path | None) -> StudySpec:
 class RunConfig:
     """One fully specified training run: what a trial trains, what `tune export` writes, what `tune train` reads."""
 
-    dataset: str = "fashion-mnist"
+    dataset: str = "fashion-mnist"  # a torchvision benchmark's name, or the absolute path of a folder of images
+    image_size: int | None = None  # folders: the side images are resized to; None: the folder's default
     model: str = "bncnn"
     optimizer: str = "adam"
     lr: float = 1e-3  # initial learning rate
@@ -352,7 +379,8 @@ class RunConfig:
         _boolean("compile", self.compile)
         for name, check in PARAMS.items():
             check(getattr(self, name))
-        _choice("dataset", self.dataset, DATASETS)
+        check_dataset(self.dataset)
+        check_image_size(self.image_size)
         _number("epochs", self.epochs, low=1, integer=True)
         _number("seed", self.seed, low=0, integer=True)
         _number("split_seed", self.split_seed, low=0, integer=True)
@@ -371,7 +399,7 @@ class RunConfig:
             raise SpecError(f"unknown run config field(s) {', '.join(sorted(unknown))}: "
                             f"use {', '.join(sorted(known))}")
         values = {k: v for k, v in raw.items() if k in known}
-        for name in INTEGER_PARAMS + ("epochs", "seed", "split_seed"):
+        for name in INTEGER_PARAMS + ("epochs", "seed", "split_seed", "image_size"):
             if isinstance(values.get(name), float) and values[name].is_integer():
                 values[name] = int(values[name])
         return cls(**values)

@@ -26,6 +26,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 SPEC_ATTR = "spec"  # study user attr holding the spec the study was created with
+INPUT_ATTR = "input"  # study and trial user attr: image shape, class names, preprocessing, data fingerprint
 WORKER_ATTR = "worker"  # trial user attr: "host:pid" of the process that runs it
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # seconds without a heartbeat after which a RUNNING trial is failed and retried
@@ -213,6 +214,8 @@ def create_or_load_study(name: str, spec: StudySpec, storage: optuna.storages.Ba
     if study.direction.name.lower() != spec.direction:
         raise TuneError(f"study {name!r} is a {study.direction.name.lower()} study but the spec's metric "
                         f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")
+    if not study.metric_names:  # optuna-dashboard labels its axes with it, not "Objective 0"
+        study.set_metric_names([f"val_{spec.metric}"])
     if not exists or SPEC_ATTR not in study.user_attrs:
         study.set_user_attr(SPEC_ATTR, spec.to_dict())
         from tuner.notes import record_spec  # the dashboard shows the spec as the study's note

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from tuner.data import TORCHVISION_CLASSES
+from tuner.datasets.torchvision import TORCHVISION_CLASSES
 
 MNIST_LIKE = ("fashion-mnist", "mnist", "kmnist")
 

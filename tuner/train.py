@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tuner.data import Images, Splits
+from tuner.datasets import Images, Splits
 from tuner.errors import TuneError
 from tuner.models import build_model
 from tuner.spec import RunConfig
@@ -81,17 +81,17 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
                 generator: torch.Generator) -> torch.Tensor:
     """One pass over `data` in a seeded random order; returns the summed loss, still on the device."""
     model.train()
-    device = data.x.device
+    device = data.compute_device
     order = torch.randperm(len(data), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(order), batch_size):
-        index = order[start:start + batch_size]
+        x, y = data.take(order[start:start + batch_size])
         with _autocast(device):
-            loss = nn.functional.cross_entropy(model(data.x[index]), data.y[index])
+            loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        loss_sum += loss.detach() * len(index)
+        loss_sum += loss.detach() * len(y)
     return loss_sum
 
 
@@ -99,11 +99,12 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
 def evaluate(model: nn.Module, data: Images) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of `model` on `data`, with one host sync at the end."""
     model.eval()
-    correct = torch.zeros((), device=data.x.device, dtype=torch.int64)
-    loss_sum = torch.zeros((), device=data.x.device)
+    device = data.compute_device
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    loss_sum = torch.zeros((), device=device)
     for start in range(0, len(data), EVAL_BATCH):
-        x, y = data.x[start:start + EVAL_BATCH], data.y[start:start + EVAL_BATCH]
-        with _autocast(data.x.device):
+        x, y = data.take(slice(start, start + EVAL_BATCH))
+        with _autocast(device):
             logits = model(x)
         correct += (logits.argmax(1) == y).sum()
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
@@ -153,9 +154,9 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     """
     # --- setup: seeded init, optimizer, schedule
     started = time.perf_counter()
-    device = splits.train.x.device
+    device = splits.train.compute_device
     torch.manual_seed(config.seed)
-    model = build_model(config.model, splits.shape, splits.num_classes, config.dropout, splits.mean, splits.std)
+    model = build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
     model = model.to(device)
     if device.type == "cuda" and config.model != "mlp":
         model = model.to(memory_format=torch.channels_last)

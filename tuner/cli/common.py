@@ -51,3 +51,7 @@ device_option = click.option(
 keep_top_option = click.option(
     "--keep-top", type=click.IntRange(min=0), default=3, show_default=True, metavar="K",
     help="Keep the weights of the K best trials as artifacts (0: none).")
+image_size_option = click.option(
+    "--image-size", type=click.IntRange(min=1), metavar="N",
+    help="Image folders: resize images to N x N (shorter side to N, then the center crop) [default: the median "
+         "shorter side of the images, at most 224].")

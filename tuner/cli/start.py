@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from tuner.cli.common import data_dir_option, device_option, keep_top_option, storage_option
+from tuner.cli.common import data_dir_option, device_option, image_size_option, keep_top_option, storage_option
 from tuner.cli.workers import heartbeat, run_and_report, worker_options
-from tuner.spec import PRUNERS, SAMPLERS
+from tuner.spec import PRUNERS, SAMPLERS, dataset_ref
 
 
 @click.command()
@@ -19,6 +19,10 @@ from tuner.spec import PRUNERS, SAMPLERS
 @click.option("--spec", "spec_file", metavar="FILE",
               help="Study spec (YAML, TOML or JSON), or the name of a shipped spec [default: the study's own spec "
                    "when resuming, else fashion-mnist].")
+@click.option("--dataset", metavar="NAME|DIR",
+              help="A folder of images, one subfolder per class (or train/, val/, test/ of those), or a shipped "
+                   "dataset: fashion-mnist, mnist, kmnist, cifar10 (overrides the spec).")
+@image_size_option
 @storage_option
 @data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per trial (overrides the spec).")
@@ -32,7 +36,8 @@ from tuner.spec import PRUNERS, SAMPLERS
 @device_option
 @worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
-          data_dir: str | None, epochs: int | None, sampler: str | None, pruner: str | None, seed: int | None,
+          data_dir: str | None, dataset: str | None, image_size: int | None, epochs: int | None, sampler: str | None,
+          pruner: str | None, seed: int | None,
           compile_model: bool | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
           per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
@@ -40,6 +45,7 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
     \b
     Examples:
       tune start --trials 100
+      tune start --dataset ~/photos --image-size 96 --study photos
       tune start --study fmnist-sgd --spec studies/fashion-mnist.yaml --epochs 8 --seed 1
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
       tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
@@ -49,7 +55,8 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
 
     slots = plan_workers(workers, gpus, per_gpu)
     session = runner.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
-                             device=device, seed=seed, epochs=epochs, sampler=sampler, pruner=pruner,
+                             device=device, seed=seed, dataset=dataset_ref(dataset), image_size=image_size,
+                             epochs=epochs, sampler=sampler, pruner=pruner,
                              compile=compile_model, in_process=slots == [None],
                              **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

@@ -1,0 +1,61 @@
+"""Datasets as uint8 tensors on the training device, loaded once per process and split reproducibly.
+
+A dataset reference is the name of one of torchvision's benchmarks (`tuner.datasets.torchvision`) or the path of
+a folder of images, one subfolder per class (`tuner.datasets.folder`). Each source yields a `Source`; `load_splits`
+turns it into train, validation and test splits on the device. From then on no DataLoader or PIL is involved:
+batches are drawn by index from the tensors, and the model converts uint8 to normalized floats itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from tuner.datasets.splits import Images, Source, Splits, make_splits
+from tuner.datasets.torchvision import TORCHVISION_CLASSES
+from tuner.errors import TuneError
+
+__all__ = ["Images", "Source", "Splits", "default_data_dir", "is_folder", "load_source", "load_splits"]
+
+
+def default_data_dir() -> Path:
+    """Where torchvision's datasets are read from and downloaded to unless --data-dir says otherwise."""
+    if os.environ.get("TUNE_DATA_DIR"):
+        return Path(os.environ["TUNE_DATA_DIR"]).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "tune" / "data"
+
+
+def is_folder(dataset: str) -> bool:
+    """Whether a dataset reference names a folder of images rather than a torchvision benchmark."""
+    return dataset not in TORCHVISION_CLASSES
+
+
+def load_source(dataset: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Source:
+    """The dataset `dataset` names, as its source reads it (decoded once and cached for folders)."""
+    if is_folder(dataset):
+        from tuner.datasets import folder
+
+        return folder.load(dataset, image_size)
+    from tuner.datasets import torchvision
+
+    source = torchvision.load(dataset, data_dir or default_data_dir())
+    native = source.preprocess["size"]
+    if image_size is not None and [image_size, image_size] != native:
+        raise TuneError(f"image size {image_size}: {dataset} comes in {native[0]}x{native[1]} images and is used "
+                        "at that size; image_size applies to image folders")
+    return source
+
+
+@functools.cache
+def load_splits(dataset: str, data_dir: str, validation: float | str, split_seed: int, device: str,
+                with_validation: bool = True, image_size: int | None = None) -> Splits:
+    """Train, validation and test splits on `device`, cached for the life of the process.
+
+    `validation` is the fraction of the training set held out when the dataset has no validation split, or
+    "test" to select on the test split (as Optuna's tutorials do). `with_validation=False` trains on train +
+    validation (production runs). Folders hold out the same share of every class; see `make_splits`.
+    """
+    source = load_source(dataset, data_dir, image_size)
+    return make_splits(source, validation, split_seed, device, with_validation, stratified=is_folder(dataset))

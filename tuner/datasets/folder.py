@@ -1,0 +1,334 @@
+"""Your own images: a folder with one subfolder per class, or split folders (train/, val/, test/) of those.
+
+The first load decodes every image in parallel (tuner.datasets.images says how) and writes the tensors, labels,
+class names and file list to one safetensors file under the cache directory; later loads, and every worker
+process, read that file. Its key covers each file's path, size and modification time and the image size asked
+for, so adding, removing or changing a file, or another image size, rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuner.datasets.images import UnreadableImage, decode, image_suffixes, is_grayscale, open_image, preprocess_record
+from tuner.datasets.splits import Images, Source
+from tuner.errors import TuneError
+
+CACHE_VERSION = 1  # bump when the cache's content or the decoding rule changes
+SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+SPLITS = ("train", "val", "test")
+MAX_DEFAULT_SIZE = 224  # the default image size is the median shorter side, at most this
+MIN_DEFAULT_SIZE = 8
+CACHE_ENV = "TUNE_CACHE_DIR"
+EXAMPLE = "DIR/cat/1.jpg, DIR/dog/2.jpg"
+
+
+def cache_dir() -> Path:
+    """$TUNE_CACHE_DIR, else ~/.cache/tune/folders ($XDG_CACHE_HOME/tune/folders)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune" / "folders"
+
+
+@dataclass
+class Scan:
+    """What a walk of the folder found, before any image is decoded."""
+
+    root: Path
+    layout: str  # "classes" (ROOT/<class>/...) or "splits" (ROOT/train/<class>/...)
+    classes: tuple[str, ...]
+    files: list[tuple[str, str, int]] = field(default_factory=list)  # (path relative to root, split, class index)
+    stats: list[tuple[str, int, int]] = field(default_factory=list)  # (path, bytes, mtime_ns): the fingerprint
+    ignored: Counter = field(default_factory=Counter)  # why -> how many files: hidden, not an image, ...
+    split_folders: dict[str, str] = field(default_factory=dict)  # split -> its folder name
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of every image file's path, size and modification time: changes whenever the data does."""
+        return hashlib.sha256(json.dumps(sorted(self.stats)).encode()).hexdigest()[:16]
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".") and path.name != "__MACOSX"
+
+
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and _visible(p))
+
+
+def check_folder(root: Path) -> Path:
+    """`root` (with `~` expanded), or one line saying why it cannot be a dataset folder."""
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise TuneError(f"no such folder: {root} (give a folder with one subfolder per class, like {EXAMPLE}, "
+                        "or a shipped dataset: fashion-mnist, mnist, kmnist, cifar10)")
+    if not root.is_dir():
+        raise TuneError(f"{root} is a file, not a folder: give the folder that holds one subfolder per class "
+                        f"({EXAMPLE})")
+    return root.resolve()
+
+
+def _walk_class(scan: Scan, folder: Path, split: str, label: int, suffixes: frozenset[str]) -> None:
+    for directory, subdirs, names in os.walk(folder, followlinks=True):
+        subdirs[:] = sorted(d for d in subdirs if _visible(Path(d)))
+        for name in sorted(names):
+            path = Path(directory) / name
+            if not _visible(path):
+                scan.ignored["hidden"] += 1
+            elif path.suffix.lower() not in suffixes:
+                scan.ignored["not an image"] += 1
+            else:
+                relative = str(path.relative_to(scan.root))
+                info = path.stat()
+                scan.files.append((relative, split, label))
+                scan.stats.append((relative, info.st_size, info.st_mtime_ns))
+
+
+def _count_loose_files(scan: Scan, folder: Path, why: str) -> None:
+    scan.ignored[why] += sum(1 for p in folder.iterdir() if p.is_file())
+
+
+def scan_folder(root: str | Path) -> Scan:
+    """Walk `root`: its layout, classes and image files. Raises TuneError for a folder that cannot be a dataset."""
+    root = check_folder(Path(root))
+    top = _subfolders(root)
+    named = {SPLIT_FOLDERS[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_FOLDERS}
+    suffixes = image_suffixes()
+    if named:
+        if "train" not in named:
+            raise TuneError(f"{root} has {', '.join(p.name + '/' for p in named.values())} but no train/: add "
+                            f"{root}/train/<class>/ with the training images")
+        classes = tuple(p.name for p in _subfolders(named["train"]))
+        scan = Scan(root, "splits", classes, split_folders={s: p.name for s, p in named.items()})
+        for split, folder in named.items():
+            found = tuple(p.name for p in _subfolders(folder))
+            if split != "train" and found != classes:
+                missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+                what = "; ".join(filter(None, [f"lacks {', '.join(missing)}" if missing else "",
+                                               f"has {', '.join(extra)} that train/ lacks" if extra else ""]))
+                raise TuneError(f"{folder} has other classes than {named['train']} ({what}): use the same class "
+                                "folders in every split")
+            for label, name in enumerate(classes):
+                _walk_class(scan, folder / name, split, label, suffixes)
+            _count_loose_files(scan, folder, "outside a class folder")
+        scan.ignored["outside the split folders"] += sum(1 for p in root.iterdir() if _visible(p)
+                                                         and p.name.lower() not in SPLIT_FOLDERS)
+    else:
+        scan = Scan(root, "classes", tuple(p.name for p in top))
+        for label, folder in enumerate(top):
+            _walk_class(scan, folder, "train", label, suffixes)
+        _count_loose_files(scan, root, "outside a class folder")
+    _check_classes(scan)
+    return scan
+
+
+def _check_classes(scan: Scan) -> None:
+    where = scan.root / scan.split_folders["train"] if scan.layout == "splits" else scan.root
+    if not scan.classes:
+        if not any(_visible(p) for p in where.iterdir()):
+            raise TuneError(f"{where} is empty: put one subfolder per class in it, with its images ({EXAMPLE})")
+        raise TuneError(f"{where} has no class folders: put the images in one subfolder per class ({EXAMPLE})")
+    if len(scan.classes) < 2:
+        raise TuneError(f"{where} has only one class ({scan.classes[0]}): a classifier needs at least two class "
+                        "folders")
+    if not scan.files:
+        raise TuneError(f"no image files in {scan.root} (looked for {', '.join(sorted(image_suffixes())[:8])}, ...): "
+                        f"put the images in one subfolder per class ({EXAMPLE})")
+
+
+# --- decoding -------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Header:
+    size: tuple[int, int]
+    mode: str
+    grayscale: bool
+
+
+def _header(path: Path) -> Header:
+    image = open_image(path)
+    with image:
+        return Header(image.size, image.mode, is_grayscale(image))
+
+
+def default_image_size(headers: list[Header]) -> int:
+    """The median shorter side of the images, within [MIN_DEFAULT_SIZE, MAX_DEFAULT_SIZE]."""
+    median = statistics.median_low(min(h.size) for h in headers)
+    return max(MIN_DEFAULT_SIZE, min(MAX_DEFAULT_SIZE, median))
+
+
+def _progress(total: int, description: str):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, disable=not console.is_terminal or total < 200, transient=True)
+
+
+def _parallel(function, items: list, description: str) -> list:
+    """`function` over `items` on a thread per core (Pillow releases the GIL while it decodes and resizes)."""
+    results: list = []
+    with _progress(len(items), description) as progress, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        task = progress.add_task(description, total=len(items))
+        for result in pool.map(function, items, chunksize=16):
+            results.append(result)
+            progress.advance(task)
+    return results
+
+
+def _try(function):
+    def attempt(path: Path):
+        try:
+            return function(path)
+        except UnreadableImage as e:
+            return e
+    return attempt
+
+
+def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Decode every image of `scan`: (tensors x, y, split; metadata). Unreadable files are left out and counted."""
+    started = time.perf_counter()
+    paths = [scan.root / relative for relative, _, _ in scan.files]
+    headers = _parallel(_try(_header), paths, "reading image headers")
+    readable = [i for i, h in enumerate(headers) if isinstance(h, Header)]
+    if not readable:
+        first = headers[0]
+        raise TuneError(f"no readable image in {scan.root}: all {len(paths)} image files failed to open (first: "
+                        f"{first}): check that they are images")
+    good_headers = [headers[i] for i in readable]
+    channels = 1 if all(h.grayscale for h in good_headers) else 3
+    size = image_size or default_image_size(good_headers)
+    decoded = _parallel(_try(lambda p: decode(p, channels, size)), [paths[i] for i in readable], "decoding images")
+    kept = [(i, t) for i, t in zip(readable, decoded, strict=True) if isinstance(t, torch.Tensor)]
+    unreadable = [str(h) for h in headers if not isinstance(h, Header)]
+    unreadable += [str(t) for t in decoded if not isinstance(t, torch.Tensor)]
+    if not kept:
+        raise TuneError(f"no readable image in {scan.root}: all {len(paths)} image files failed to decode (first: "
+                        f"{unreadable[0]}): check that they are images")
+    x = torch.empty((len(kept), channels, size, size), dtype=torch.uint8)
+    for row, (_, tensor) in enumerate(kept):
+        x[row] = tensor
+    split_codes = {name: code for code, name in enumerate(SPLITS)}
+    y = torch.tensor([scan.files[i][2] for i, _ in kept], dtype=torch.int64)
+    split = torch.tensor([split_codes[scan.files[i][1]] for i, _ in kept], dtype=torch.int8)
+    sizes = [h.size for h in good_headers]
+    meta = {
+        "version": CACHE_VERSION,
+        "root": str(scan.root),
+        "layout": scan.layout,
+        "split_folders": scan.split_folders,
+        "classes": list(scan.classes),
+        "files": [scan.files[i][0] for i, _ in kept],
+        "fingerprint": scan.fingerprint,
+        "image_size": size,
+        "requested_size": image_size,
+        "channels": channels,
+        "unreadable": unreadable,
+        "ignored": dict(scan.ignored),
+        "modes": dict(Counter(h.mode for h in good_headers)),
+        "sizes": {"min": [min(w for w, _ in sizes), min(h for _, h in sizes)],
+                  "median": [statistics.median_low(w for w, _ in sizes), statistics.median_low(h for _, h in sizes)],
+                  "max": [max(w for w, _ in sizes), max(h for _, h in sizes)]},
+        "decode_seconds": round(time.perf_counter() - started, 3),
+    }
+    return {"x": x, "y": y, "split": split}, meta
+
+
+# --- the cache ------------------------------------------------------------------------------------------------
+
+def cache_path(root: Path, image_size: int | None) -> Path:
+    """One cache file per folder and image size: `<folder name>-<hash of path and size>.safetensors`."""
+    digest = hashlib.sha256(f"{root}\0{image_size}".encode()).hexdigest()[:12]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.name)[:40] or "folder"
+    return cache_dir() / f"{safe}-{digest}.safetensors"
+
+
+def read_cache(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """The cached tensors and metadata, if the file is there, whole, and made from the same files."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads(f.metadata()["meta"])
+        if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint:
+            return None
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, KeyError, ValueError):
+        return None  # torn or foreign: rebuild it
+
+
+def write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Written whole or not at all: workers starting meanwhile read the old file or the new one."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
+    partial.replace(path)
+
+
+def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+    """(tensors, metadata, whether the cache was fresh) of the folder, decoding it if the cache is missing or stale.
+    A cache that cannot be written (read-only disk) costs the next load a decode, nothing else."""
+    scan = scan_folder(root)
+    path = cache_path(scan.root, image_size)
+    found = read_cache(path, scan.fingerprint)
+    if found is not None:
+        tensors, meta = found
+        return tensors, {**meta, "cache": str(path)}, True
+    tensors, meta = build(scan, image_size)
+    try:
+        write_cache(path, tensors, meta)
+    except OSError as e:
+        print(f"warning: cannot write the image cache {path} ({e.strerror}); the next load decodes again",
+              file=sys.stderr)
+    return tensors, {**meta, "cache": str(path)}, False
+
+
+def load(root: str | Path, image_size: int | None = None) -> Source:
+    """The folder as a Source: its splits as found (val and test None when the folder has none)."""
+    tensors, meta, fresh = cached(root, image_size)
+    parts: dict[str, Images | None] = {}
+    for code, name in enumerate(SPLITS):
+        members = torch.nonzero(tensors["split"] == code).flatten()
+        parts[name] = Images(tensors["x"][members], tensors["y"][members]) if len(members) else None
+    if parts["train"] is None:
+        raise TuneError(f"no readable image in {meta['root']}/train: add the training images")
+    _check_train_classes(meta, parts["train"])
+    info = {key: meta[key] for key in ("root", "layout", "fingerprint", "image_size", "channels", "unreadable",
+                                       "ignored", "cache")}
+    info.update(kind="folder", cache_fresh=fresh)
+    preprocess = preprocess_record(meta["channels"], (meta["image_size"], meta["image_size"]))
+    return Source(parts["train"], parts["val"], parts["test"], tuple(meta["classes"]), preprocess, info)
+
+
+def _check_train_classes(meta: dict[str, Any], train: Images) -> None:
+    counts = torch.bincount(train.y, minlength=len(meta["classes"]))
+    empty = [name for name, count in zip(meta["classes"], counts.tolist(), strict=True) if count == 0]
+    if empty:
+        raise TuneError(f"class folder(s) {', '.join(empty)} in {meta['root']} have no readable training image: "
+                        "add images or remove the folder")
+
+
+def unreadable_warning(info: dict[str, Any]) -> str | None:
+    """One line for the images a load skipped, naming how many and the first; None when none was."""
+    skipped = info.get("unreadable") or []
+    if not skipped:
+        return None
+    return (f"warning: skipped {len(skipped)} unreadable image(s) in {info.get('root')}, first: {skipped[0]}")
