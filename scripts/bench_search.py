@@ -9,9 +9,14 @@ train/validation split of the same data on the same device, and evaluate validat
 - tune: `tuner.train.fit`: uint8 tensors on the device, batches drawn by index, one host sync per epoch.
 
 Throughput is training samples per second of wall time over whole epochs (train + validation). The last line
-printed is JSON. Example:
+printed is JSON. `--model` takes any model reference (`torchvision:resnet18`); `--augment-cost` also times tune's
+epochs with on-device flips and translations against none and against kornia.augmentation. Examples:
 
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini
+    python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini --model bncnn \
+        --augment-cost --repeats 5
+    python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini \
+        --model torchvision:resnet18 --epochs 1 --repeats 2
 """
 
 from __future__ import annotations
@@ -111,6 +116,47 @@ def tune_epochs(config: RunConfig, splits: Splits, device: torch.device) -> floa
     return time.perf_counter() - started
 
 
+def augment_cost(config: RunConfig, splits: Splits, device: torch.device, repeats: int) -> dict:
+    """Median seconds per epoch of tune's loop without augmentation, with tune's (flip + translate 2) and with
+    kornia.augmentation doing the same per image (on floats in [0, 1], which the model's Standardize accepts)."""
+    import kornia.augmentation as K
+
+    from tuner import augment
+
+    height, width = splits.shape[1:]
+    kornia = nn.Sequential(K.RandomHorizontalFlip(), K.RandomCrop((height, width), padding=2))
+
+    def kornia_call(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return kornia(x.float().div_(255))
+
+    augmented = config.replace(flip=True, translate=2)
+    timings: dict[str, list[float]] = {"none": [], "tune": [], "kornia": []}
+    tune_call = augment.Augment.__call__
+    for _ in range(repeats):
+        timings["none"].append(tune_epochs(config, splits, device))
+        timings["tune"].append(tune_epochs(augmented, splits, device))
+        augment.Augment.__call__ = kornia_call
+        try:
+            timings["kornia"].append(tune_epochs(augmented, splits, device))
+        finally:
+            augment.Augment.__call__ = tune_call
+    out = {kind: round(statistics.median(seconds) / config.epochs, 4) for kind, seconds in timings.items()}
+    # The augmentation alone over one epoch's batches: steadier than the difference of two whole epochs.
+    generator = torch.Generator(device=device).manual_seed(0)
+    for kind, apply in (("tune_alone", lambda x: augment.Augment(True, 2)(x, generator)),
+                        ("kornia_alone", lambda x: kornia(x.float().div_(255)))):
+        seconds = []
+        for _ in range(repeats):
+            synchronize(device)
+            started = time.perf_counter()
+            for start in range(0, len(splits.train), config.batch_size):
+                apply(splits.train.x[start:start + config.batch_size])
+            synchronize(device)
+            seconds.append(time.perf_counter() - started)
+        out[kind] = round(statistics.median(seconds), 4)
+    return out
+
+
 def measure(config: RunConfig, data_dir: str, splits: Splits, device: torch.device, repeats: int) -> dict:
     """Median seconds of each side over `repeats` runs, alternating so that both see the same machine state."""
     baseline, tune = [], []
@@ -199,7 +245,10 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--data-dir", help="torchvision data dir; default: synthetic data written to a temp dir")
     parser.add_argument("--dataset", default="fashion-mnist")
-    parser.add_argument("--model", default="mlp", help="model family (default: the tutorial's MLP)")
+    parser.add_argument("--model", default="mlp",
+                        help="model reference: bncnn, torchvision:resnet18, ... (default: the tutorial's MLP)")
+    parser.add_argument("--augment-cost", action="store_true",
+                        help="also time epochs without augmentation, with tune's and with kornia's")
     parser.add_argument("--batch-size", type=int, default=128, help="default: the tutorial's 128")
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
@@ -226,6 +275,13 @@ def main() -> None:
           f"threads: {torch.get_num_threads()}, train/val images: {len(splits.train)}/{len(splits.val)}, "
           f"tune's one-time load: {time.perf_counter() - started:.2f} s")
 
+    if args.augment_cost:
+        cost = augment_cost(config, splits, device, args.repeats)
+        print(f"{config.model} batch {config.batch_size}: s/epoch without augmentation {cost['none']:.3f}, with "
+              f"tune's flip + translate {cost['tune']:.3f}, with kornia's {cost['kornia']:.3f}; the augmentation "
+              f"alone: tune's {cost['tune_alone']:.4f}, kornia's {cost['kornia_alone']:.4f}")
+        print(json.dumps({"augment_seconds_per_epoch": cost}))
+        return
     rows = [measure(config, data_dir, splits, device, args.repeats)]
     if args.sweep:
         for model in ("mlp", "convnet", "cnn"):

@@ -40,7 +40,7 @@ def fake_search(storage_url: str | None, values: list[float], keep_top: int, *, 
         trial.set_user_attr("config", {"lr": value})
         model = torch.nn.Linear(2, 1)
         torch.nn.init.constant_(model.bias, value)
-        keep_weights(trial, model, value, keep_top, shape=(2,), num_classes=1)
+        keep_weights(trial, model, value, keep_top, input_info={"shape": [2], "classes": ["x"]})
         if trial.number in fail_after_keeping:
             raise RuntimeError("failed after its weights were kept")
         return value
@@ -132,6 +132,7 @@ def test_copy_weights_gives_the_trials_model_with_its_config(storage_url, tmp_pa
     assert json.loads(metadata["config"]) == {"lr": 0.75}
     assert metadata["trial"] == "1" and metadata["value"] == "0.75"
     assert json.loads(metadata["input_shape"]) == [2] and metadata["num_classes"] == "1"  # what load_model reads
+    assert json.loads(metadata["classes"]) == ["x"]
 
 
 def test_copy_weights_of_a_trial_without_weights_is_none(storage_url, tmp_path):

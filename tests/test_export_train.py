@@ -14,9 +14,9 @@ from conftest import TINY_SPEC
 from optuna.trial import TrialState, create_trial
 from safetensors import safe_open
 
+from tuner.checkpoint import load_model
 from tuner.cli import main
 from tuner.export import read_export
-from tuner.production import load_model
 from tuner.spec import RunConfig
 
 
@@ -83,9 +83,15 @@ def test_round_trip_on_synthetic_data(searched, data_dir, tmp_path, monkeypatch)
         metadata = f.metadata()
     assert RunConfig.from_dict(json.loads(metadata["config"])) == config
     assert json.loads(metadata["input_shape"]) == [1, 28, 28] and metadata["num_classes"] == "10"
+    assert json.loads(metadata["classes"])[:2] == ["T-shirt/top", "Trouser"]
+    assert json.loads(metadata["preprocess"]) == {"channels": 1, "size": [28, 28], "resize": "shorter-side-center-crop"}
     assert read_export("run/config.yaml").config == config  # the config as trained trains again
-    model = load_model("run/model.safetensors")
+    model = load_model("run")  # the run folder, or its weights file
     assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
+    assert model.classes == tuple(json.loads(metadata["classes"]))
+    metrics = json.loads(Path("run/metrics.json").read_text())
+    assert sum(map(sum, metrics["confusion"])) == 200 and len(metrics["per_class_accuracy"]) == 10
+    assert "## How it scores" in Path("run/README.md").read_text()
 
 
 def test_round_trip_on_real_mini_fashion_mnist(tiny_spec, mini_data_dir, storage_url, tmp_path, monkeypatch):
@@ -108,11 +114,14 @@ def test_export_file_is_the_trials_config_with_provenance(searched, tmp_path, mo
     document = yaml.safe_load(text)
     assert list(document) == ["config", "input", "provenance"]
     assert document["config"] == trial.user_attrs["config"]  # replayed, every field
-    assert document["input"] == {"shape": [1, 28, 28], "num_classes": 10}
+    preprocess = {"channels": 1, "size": [28, 28], "resize": "shorter-side-center-crop"}
+    classes = trial.user_attrs["input"]["classes"]
+    assert document["input"] == {"shape": [1, 28, 28], "num_classes": 10, "classes": classes, "preprocess": preprocess}
     provenance = document["provenance"]
     assert (provenance["study"], provenance["trial"], provenance["value"]) == ("tiny", 0, trial.value)
     assert provenance["test_accuracy"] == trial.user_attrs["test_accuracy"]
     assert provenance["storage"] == storage_url
+    assert provenance["search"] == {"trials": 3, "complete": 3, "pruned": 0, "failed": 0, "epochs": 6}
     assert set(provenance["versions"]) == {"tune", "optuna", "torch"} and "exported" in provenance
 
     stdout = ok(invoke("export", "tiny", "--storage", storage_url, "-o", "-")).stdout
@@ -177,6 +186,12 @@ def test_export_of_unknown_trial_or_trial_without_config_is_one_line(storage_url
                           "by `tune start` can be exported")
 
 
+def test_export_of_a_trial_from_before_inputs_were_recorded_guesses_them(storage_url):
+    fake_study(storage_url, config=RunConfig(model="mlp").to_dict())  # no user attr `input`
+    document = yaml.safe_load(ok(invoke("export", "fake", "--storage", storage_url, "-o", "-")).stdout)
+    assert document["input"] == {"shape": [1, 28, 28], "num_classes": 10}
+
+
 def test_export_of_an_unfinished_trial_notes_it(storage_url):
     study = fake_study(storage_url)
     study.add_trial(create_trial(state=TrialState.FAIL, user_attrs={"config": RunConfig(model="mlp").to_dict()}))
@@ -200,7 +215,7 @@ def test_train_epochs_full_train_and_overwrite(data_dir, tmp_path, monkeypatch):
     write_config(tmp_path / "hand.yaml", provenance={"threads": 1}, batch_size=128)
     result = ok(invoke("train", "hand.yaml", "--data-dir", data_dir, "--device", "cpu", "--epochs", 1,
                        "--full-train"))
-    assert result.stdout.endswith("Wrote runs/hand/model.safetensors, config.yaml and metrics.json\n")
+    assert result.stdout.endswith("Wrote runs/hand/model.safetensors, config.yaml, metrics.json and README.md\n")
     metrics = json.loads(Path("runs/hand/metrics.json").read_text())
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1 and metrics["full_train"] is True
     assert metrics["threads"] == 1 and torch.get_num_threads() == threads  # the trial's CPU threads, then back

@@ -51,10 +51,15 @@ def test_toml_spec(tmp_path):
     ({"epochs": 0}, "epochs must be >= 1, got 0"),
     ({"sampler": "bayes"}, "unknown sampler 'bayes': choose one of tpe, random, cmaes, gp, qmc"),
     ({"pruner": "early"}, "unknown pruner 'early'"),
-    ({"dataset": "imagenet"}, "unknown dataset 'imagenet'"),
+    ({"dataset": ""}, "dataset must be fashion-mnist, mnist, kmnist, cifar10 or the path of a folder"),
     ({"validation": 1.5}, "validation must be a fraction between 0 and 1"),
     ({"metric": "accuracy", "direction": "minimize"}, "direction 'minimize' contradicts metric 'accuracy'"),
     ({"epoch": 3}, "unknown field(s) epoch in spec"),
+    ({"model": "resnet18"}, "unknown model 'resnet18': use mlp, cnn, convnet, bncnn, torchvision:NAME"),
+    ({"model": "torchvision:"}, "model 'torchvision:' names no torchvision model"),
+    ({"search": {"model.2x": [1, 2]}}, "search.model.2x: '2x' is not a keyword argument name"),
+    ({"search": {"model.width": {"low": "a", "high": "b"}}}, "search.model.width: a range needs numbers"),
+    ({"search": {"model.layers": [[1, 2]]}}, "model.layers must be a number, a string"),
 ])
 def test_bad_specs_say_what_is_wrong(raw, message):
     with pytest.raises(SpecError) as error:

@@ -13,16 +13,16 @@ import json
 import os
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.production import WEIGHTS_FILE, save_weights
+from tuner.checkpoint import WEIGHTS_FILE, save
 from tuner.storage import data_home, sqlite_path
 
 if TYPE_CHECKING:
@@ -107,13 +107,13 @@ def ranked_weights(study: optuna.Study) -> tuple[list[Kept], list[Kept]]:
 
 
 def _upload(trial: optuna.Trial, model: nn.Module, value: float, store: FileSystemArtifactStore,
-            shape: Sequence[int], num_classes: int) -> str:
+            input_info: Mapping[str, Any]) -> str:
     """Write the weights to the store, then list them on the trial: the dashboard never lists a half-written file."""
     artifact_id = str(uuid.uuid4())
     origin = {"study": trial.study.study_name, "trial": str(trial.number), "value": repr(value)}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / WEIGHTS_FILE
-        save_weights(model, path, trial.user_attrs.get("config", {}), shape, num_classes, origin)
+        save(model, path, trial.user_attrs.get("config", {}), input_info, origin)
         with path.open("rb") as f:
             store.write(artifact_id, f)
     meta = {"artifact_id": artifact_id, "filename": WEIGHTS_FILE, "mimetype": WEIGHTS_MIMETYPE, "encoding": None,
@@ -143,12 +143,13 @@ def prune_weights(study: optuna.Study, keep_top: int, store: FileSystemArtifactS
         drop_weights(study, kept, store)
 
 
-def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: int, *, shape: Sequence[int],
-                 num_classes: int) -> str | None:
+def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: int, *,
+                 input_info: Mapping[str, Any]) -> str | None:
     """Keep `model`'s weights as trial `trial`'s artifact if `value` ranks in the study's best `keep_top`.
 
-    Called when a trial's fit completed, before it is told; drops the weights that fall out of the top K. `shape`
-    (C, H, W) and `num_classes` go into the file, so that `tuner.production.load_model` rebuilds the model.
+    Called when a trial's fit completed, before it is told; drops the weights that fall out of the top K. `input_info`
+    (`Splits.input_info()`: shape, class names, preprocessing) goes into the file with the trial's config, so that
+    `tuner.checkpoint.load_model` rebuilds the model and `tune predict` prepares its images.
     Returns the artifact id, or None when the weights were not kept. Weights that cannot be written (the artifact
     directory is a file, the disk is full) do not fail the trial: the reason goes to its user attr `weights_error`.
     """
@@ -165,7 +166,7 @@ def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: 
     artifact_id = None
     try:
         store = artifact_store_for(storage_url)
-        artifact_id = _upload(trial, model, value, store, shape, num_classes)
+        artifact_id = _upload(trial, model, value, store, input_info)
         prune_weights(study, keep_top, store)
     except (OSError, SafetensorError) as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__

@@ -1,8 +1,10 @@
 """Export files: one trial's run config, replayed from the trial, as commented YAML that people and code can read.
 
 An export file has three sections: `config` (the RunConfig fields: everything `tune train` needs to rerun the trial),
-`input` (the model's input shape and number of classes, for readers; derived, not read back) and `provenance`
-(where the config came from: study, trial, its results, storage, versions, date). Only `config` is required.
+`input` (what the model takes and gives: image shape, class names, preprocessing, and the fingerprint of a folder's
+files, from the trial's user attr `input`; `tune train` compares the fingerprint with the data it loads) and
+`provenance` (where the config came from: study, trial, its results, the search, storage, versions, date). Only
+`config` is required.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import yaml
 
 from tuner.errors import TuneError
 from tuner.spec import RunConfig, SpecError, read_mapping
-from tuner.storage import public_url
+from tuner.storage import INPUT_ATTR, public_url
 
 SECTIONS = ("config", "input", "provenance")
-# Image shape (C, H, W) and class count of each dataset, for the `input` section.
+# Image shape (C, H, W) and class count of each torchvision dataset: the `input` section of trials that predate
+# their user attr `input`.
 DATASET_INPUTS = {
     "fashion-mnist": ((1, 28, 28), 10),
     "mnist": ((1, 28, 28), 10),
@@ -32,16 +35,26 @@ DATASET_INPUTS = {
 }
 # The config's fields in groups a reader scans top to bottom; fields of RunConfig not named here go under "other".
 FIELD_GROUPS = {
-    "data": ("dataset", "validation", "split_seed"),
-    "model": ("model", "dropout"),
+    "data": ("dataset", "image_size", "validation", "split_seed"),
+    "model": ("model", "model_args", "pretrained", "model_dir", "dropout"),
+    "augmentation": ("flip", "translate", "label_smoothing"),
     "optimizer": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size"),
     "schedule": ("scheduler", "gamma", "step_size", "epochs"),
     "run": ("seed", "metric"),
 }
 FIELD_NOTES = {
+    "dataset": "torchvision benchmark, or a folder of images",
+    "image_size": "folders: shorter side resized to it, center crop",
+    "model": "built-in, torchvision:NAME, timm:NAME or MODULE:FUNCTION",
+    "model_args": "keyword arguments of the model builder",
+    "model_dir": "where the user's module was found",
+    "label_smoothing": "of the training loss",
     "validation": 'held-out fraction of the training set, or "test"',
     "split_seed": "seed of the train/validation split",
-    "dropout": "after each hidden fully connected layer",
+    "pretrained": "torchvision/timm: from the default weights, with their mean and std",
+    "dropout": "built-in families: after each hidden fully connected layer",
+    "flip": "training batches: random left-right flips",
+    "translate": "training batches: random shifts of up to N pixels",
     "lr": "initial learning rate",
     "momentum": "sgd and rmsprop only",
     "nesterov": "sgd only",
@@ -63,6 +76,7 @@ class Export:
 
     config: RunConfig
     provenance: dict[str, Any]
+    input: dict[str, Any] = dataclasses.field(default_factory=dict)  # shape, classes, preprocess, fingerprint
 
 
 def trial_config(study_name: str, trial) -> RunConfig:
@@ -77,9 +91,26 @@ def trial_config(study_name: str, trial) -> RunConfig:
         raise ExportError(f"trial {trial.number} of study {study_name!r} stores an invalid config: {e}") from None
 
 
-def input_section(dataset: str) -> dict[str, Any]:
-    shape, num_classes = DATASET_INPUTS[dataset]
-    return {"shape": list(shape), "num_classes": num_classes}
+def input_section(trial, config: RunConfig) -> dict[str, Any]:
+    """What the trial's model takes and gives, as the trial recorded it (user attr `input`); for older trials the
+    shape and class count of a torchvision dataset, else nothing."""
+    recorded = trial.user_attrs.get(INPUT_ATTR)
+    if isinstance(recorded, dict) and "shape" in recorded:
+        return input_of(recorded)
+    if config.dataset in DATASET_INPUTS:
+        shape, num_classes = DATASET_INPUTS[config.dataset]
+        return {"shape": list(shape), "num_classes": num_classes}
+    return {}
+
+
+def input_of(input_info: dict[str, Any]) -> dict[str, Any]:
+    """An `input` section from a `Splits.input_info()` record: what the trial stored, or the data loaded now."""
+    classes = list(input_info.get("classes") or [])
+    out = {"shape": list(input_info["shape"]), "num_classes": len(classes), "classes": classes,
+           "preprocess": input_info.get("preprocess") or {}}
+    if input_info.get("fingerprint"):
+        out["fingerprint"] = input_info["fingerprint"]
+    return out
 
 
 def versions() -> dict[str, str]:
@@ -91,14 +122,23 @@ def versions() -> dict[str, str]:
     return {"tune": __version__, "optuna": str(optuna.__version__), "torch": str(torch.__version__)}
 
 
-def provenance(study_name: str, trial, storage_url: str) -> dict[str, Any]:
+def search_budget(study) -> dict[str, int]:
+    """What the search spent when the trial was exported: trials by state and the epochs trained in all."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state.name for t in trials]
+    return {"trials": len(trials), "complete": states.count("COMPLETE"), "pruned": states.count("PRUNED"),
+            "failed": states.count("FAIL"), "epochs": sum(len(t.intermediate_values) for t in trials)}
+
+
+def provenance(study, trial, storage_url: str) -> dict[str, Any]:
     """Where the config came from; `threads` (the trial's CPU threads, if it recorded them) lets a CPU replay match."""
     out = {
-        "study": study_name,
+        "study": study.study_name,
         "trial": trial.number,
         "state": trial.state.name,
         "value": trial.value,
         "test_accuracy": trial.user_attrs.get("test_accuracy"),
+        "search": search_budget(study),
         "storage": public_url(storage_url),
         "versions": versions(),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -109,7 +149,10 @@ def provenance(study_name: str, trial, storage_url: str) -> dict[str, Any]:
 
 
 def _line(key: str, value: Any, indent: str = "") -> str:
-    return indent + yaml.safe_dump({key: value}, default_flow_style=False).rstrip("\n")
+    """`key: value` on one line, mappings and lists in flow style."""
+    if isinstance(value, dict | list):
+        return f"{indent}{key}: {yaml.safe_dump(value, default_flow_style=True, width=1000).strip()}"
+    return indent + yaml.safe_dump({key: value}, default_flow_style=False, width=1000).rstrip("\n")
 
 
 def _config_lines(config: RunConfig) -> list[str]:
@@ -124,18 +167,26 @@ def _config_lines(config: RunConfig) -> list[str]:
         for name in names:
             text = _line(name, values[name], "  ")
             note = FIELD_NOTES.get(name)
-            lines.append(f"{text:<34}# {note}" if note else text)
+            lines.append(f"{text:<33} # {note}" if note else text)  # a space before '#' keeps it a comment
     return lines
 
 
-def render(config: RunConfig, provenance: dict[str, Any], header: list[str]) -> str:
+def _input_lines(input_info: dict[str, Any]) -> list[str]:
+    if not input_info:
+        return []
+    text = yaml.safe_dump({"input": input_info}, default_flow_style=None, sort_keys=False, width=120)
+    return ["# what the model takes: uint8 images of this shape (C, H, W), prepared from files by `preprocess`;",
+            "# what it gives: num_classes logits, in the order of `classes`",
+            text.rstrip("\n"), ""]
+
+
+def render(config: RunConfig, provenance: dict[str, Any], header: list[str],
+           input_info: dict[str, Any] | None = None) -> str:
     """The export file's text: a comment header, then config (grouped, commented), input, provenance."""
-    shape = yaml.safe_dump({"input": input_section(config.dataset)}, default_flow_style=None, sort_keys=False)
     return "\n".join([
         *(f"# {line}" for line in header), "",
         *_config_lines(config), "",
-        "# for readers: the model takes uint8 images of this shape (C, H, W) and outputs num_classes logits",
-        shape.rstrip("\n"), "",
+        *_input_lines(input_info or {}),
         yaml.safe_dump({"provenance": provenance}, sort_keys=False).rstrip("\n"),
     ]) + "\n"
 
@@ -160,14 +211,15 @@ def default_path(study_name: str, trial_number: int) -> Path:
     return Path(f"{file_safe(study_name)}-trial{trial_number}.yaml")
 
 
-def export_text(study_name: str, trial, storage_url: str, path: str) -> str:
-    config = trial_config(study_name, trial)
-    return render(config, provenance(study_name, trial, storage_url), export_header(study_name, trial, path))
+def export_text(study, trial, storage_url: str, path: str) -> str:
+    config = trial_config(study.study_name, trial)
+    return render(config, provenance(study, trial, storage_url), export_header(study.study_name, trial, path),
+                  input_section(trial, config))
 
 
 def export_trial(study, trial, storage_url: str, path: Path, with_weights: bool = False) -> Path | None:
     """Write `trial`'s export file to `path`, its kept weights beside it when asked; returns the weights' path."""
-    text = export_text(study.study_name, trial, storage_url, str(path))
+    text = export_text(study, trial, storage_url, str(path))
     weights = copy_trial_weights(study, trial, path) if with_weights else None
     write_text(path, text)
     return weights
@@ -195,10 +247,12 @@ def read_export(path: str | Path) -> Export:
         raise ExportError(f"{path}: unknown section(s) {', '.join(unknown)}: an export file holds "
                           f"{', '.join(SECTIONS)}")
     provenance = raw.get("provenance") or {}
-    if not isinstance(provenance, dict):
-        raise ExportError(f"{path}: provenance must be a mapping, got {type(provenance).__name__}")
+    input_info = raw.get("input") or {}
+    for name, section in (("provenance", provenance), ("input", input_info)):
+        if not isinstance(section, dict):
+            raise ExportError(f"{path}: {name} must be a mapping, got {type(section).__name__}")
     try:
-        return Export(RunConfig.from_dict(raw["config"]), provenance)
+        return Export(RunConfig.from_dict(raw["config"]), provenance, input_info)
     except (SpecError, TypeError) as e:
         raise ExportError(f"{path}: config: {e}") from None
 

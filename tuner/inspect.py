@@ -203,6 +203,20 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
     return found, f"not varied: {', '.join(fixed)}" if fixed else None
 
 
+def trial_model(row: dict[str, Any]) -> str | None:
+    """The model a trial trained, as the user wrote it (its config's `model`)."""
+    config = row["user_attrs"].get("config")
+    return config.get("model") if isinstance(config, dict) else None
+
+
+def best_per_model(study: optuna.Study) -> dict[str, dict[str, Any]]:
+    """The best completed trial of each model, best model first, when the study tried more than one; else {}."""
+    best: dict[str, dict[str, Any]] = {}
+    for row in trial_rows(study, ("COMPLETE",), sort="value"):
+        best.setdefault(trial_model(row) or "?", row)
+    return best if len(best) > 1 else {}
+
+
 def study_detail(study: optuna.Study, top: int = TOP_TRIALS) -> dict[str, Any]:
     """Everything `tune show` prints, as data."""
     trials = study.get_trials(deepcopy=False)
@@ -214,10 +228,13 @@ def study_detail(study: optuna.Study, top: int = TOP_TRIALS) -> dict[str, Any]:
         "name": study.study_name,
         "direction": direction,
         "metric": spec.get("metric") if isinstance(spec, dict) else None,
+        "input": study.user_attrs.get("input"),
         "trials": len(trials),
         "states": state_counts(trials),
         "last_activity": last_activity(trials),
         "best": complete[0] if complete else None,
+        "model": trial_model(complete[0]) if complete else None,
+        "best_per_model": best_per_model(study) if complete else {},
         "top": complete,
         "pruning": pruning_summary(study),
         "importances": found,

@@ -76,6 +76,5 @@ class Objective:
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("train_seconds", round(result.seconds, 3))
         value = result.history[-1].metric(self.spec.metric)
-        keep_weights(trial, result.model, value, self.keep_top, shape=self.splits.shape,
-                     num_classes=self.splits.num_classes)
+        keep_weights(trial, result.model, value, self.keep_top, input_info=self.splits.input_info())
         return value

@@ -1,7 +1,9 @@
-"""`tune train`: an export file -> weights, through the very code that trains trials (`load_splits`, then `fit`).
+"""`tune train`: an export file -> a run folder, through the very code that trains trials (`load_splits`, then `fit`).
 
 By default it replays the trial: same split, seed and epochs, so on the same machine and device the test accuracy
-is the trial's. `full_train` trains on train + validation; `epochs` trains longer or shorter.
+is the trial's. `full_train` trains on train + validation; `epochs` trains longer or shorter. The run folder holds
+model.safetensors (weights with config, input shape, classes and preprocessing: `tuner.checkpoint`), config.yaml
+(trainable again), metrics.json and README.md (the model card).
 """
 
 from __future__ import annotations
@@ -9,25 +11,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.checkpoint import WEIGHTS_FILE, save
 from tuner.errors import TuneError
-from tuner.export import Export, render, versions, write_text
+from tuner.export import Export, input_of, render, versions, write_text
 from tuner.spec import RunConfig
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from tuner.datasets import Splits
+    from tuner.datasets import Images, Splits
     from tuner.train import Epoch, FitResult
 
-WEIGHTS_FILE = "model.safetensors"  # the weights of `tune train` runs, and of the trials `tune start` keeps
 CONFIG = "config.yaml"
 METRICS = "metrics.json"
+CARD = "README.md"
 
 
 @dataclass(frozen=True)
@@ -56,37 +59,6 @@ def replay_notes(export: Export) -> list[str]:
     return [f"note: exported with torch {then}, training with {now}: results may differ slightly"]
 
 
-def save_weights(model: nn.Module, path: Path, config: dict[str, Any], shape: Sequence[int], num_classes: int,
-                 extra: dict[str, Any] | None = None) -> None:
-    """safetensors weights that `load_model` rebuilds: their metadata (strings only) carries the config JSON, the
-    input shape and the class count, then `extra` (where the weights came from). Written whole or not at all."""
-    from safetensors.torch import save_model
-
-    metadata = {"config": config, "input_shape": list(shape), "num_classes": num_classes, **(extra or {})}
-    text = {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
-    partial = path.with_name(path.name + ".partial")
-    save_model(model, str(partial), metadata=text)
-    partial.replace(path)
-
-
-def load_model(path: str | Path) -> nn.Module:
-    """The model saved by `save_weights` at `path` (by `tune train`, or kept by `tune start`), rebuilt from its
-    metadata, in eval mode on the CPU."""
-    from safetensors import safe_open
-    from safetensors.torch import load_model as load_into
-
-    from tuner.models import build_model
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-    config = RunConfig.from_dict(json.loads(metadata["config"]))
-    shape = tuple(json.loads(metadata["input_shape"]))
-    channels = (0.0,) * shape[0]
-    model = build_model(config, shape, int(metadata["num_classes"]), channels, channels)
-    load_into(model, str(path))  # the normalization buffers come with the weights
-    return model.eval()
-
-
 @contextlib.contextmanager
 def cpu_threads(count: Any) -> Iterator[int]:
     """Torch's intra-op threads set to `count` (when it is a positive int) for the block; yields the count used."""
@@ -101,10 +73,27 @@ def cpu_threads(count: Any) -> Iterator[int]:
         torch.set_num_threads(previous)
 
 
+def data_notes(export: Export, splits: Splits) -> list[str]:
+    """Warnings about the data loaded for a replay: a folder whose files changed since the trial, skipped files."""
+    from tuner.datasets.folder import unreadable_warning
+
+    notes = []
+    then, now = export.input.get("fingerprint"), splits.info.get("fingerprint")
+    if then and now and then != now:
+        trial = export.provenance.get("trial")
+        which = f"trial {trial}" if trial is not None else "the export"
+        notes.append(f"warning: {splits.info.get('root', export.config.dataset)} changed since {which} was trained "
+                     f"(fingerprint {now}, the export's {then}): the test accuracy will differ from the trial's")
+    skipped = unreadable_warning(splits.info)
+    return notes + ([skipped] if skipped else [])
+
+
 def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
                  epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
-                 on_epoch: Callable[[Epoch], None] | None = None) -> TrainedRun:
-    """Train `export` (read from `path`) and write weights, config.yaml and metrics.json to `out_dir`."""
+                 on_epoch: Callable[[Epoch], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> TrainedRun:
+    """Train `export` (read from `path`) and write the run folder `out_dir`; `on_note` hears warnings about the
+    data (see `data_notes`) before training starts."""
     from tuner.datasets import default_data_dir, load_splits
     from tuner.train import fit, resolve_device
 
@@ -115,6 +104,9 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
     torch_device = resolve_device(device)
     splits = load_splits(config.dataset, str(data_dir or default_data_dir()), config.validation, config.split_seed,
                          str(torch_device), with_validation=not full_train, image_size=config.image_size)
+    for note in data_notes(export, splits):
+        if on_note is not None:
+            on_note(note)
 
     # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
     with cpu_threads(export.provenance.get("threads") if torch_device.type == "cpu" else None) as threads:
@@ -128,23 +120,54 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
 
 def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResult, splits: Splits,
               trained: dict[str, Any]) -> TrainedRun:
-    """model.safetensors, config.yaml (the config as trained, trainable again) and metrics.json in `out_dir`."""
+    """model.safetensors, config.yaml (the config as trained, trainable again), metrics.json and README.md."""
+    from tuner.card import model_card
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    shape = {"input_shape": list(splits.shape), "num_classes": splits.num_classes}
-    save_weights(result.model, out_dir / WEIGHTS_FILE, config.to_dict(), splits.shape, splits.num_classes, trained)
+    input_info = splits.input_info()
+    save(result.model, out_dir / WEIGHTS_FILE, config.to_dict(), input_info, trained)
     full = " (train + validation)" if trained["full_train"] else ""
     header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
               f"Train it again:  tune train {out_dir / CONFIG}"]
-    write_text(out_dir / CONFIG, render(config, export.provenance, header))
+    write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info)))
+    confusion = confusion_matrix(result.model, splits.test, splits.num_classes)
     metrics = {
         "test_accuracy": result.test_accuracy,
         "trial_test_accuracy": export.provenance.get("test_accuracy"),
         "epochs": config.epochs,
         "history": [dataclasses.asdict(epoch) for epoch in result.history],
         "wall_seconds": round(result.seconds, 3),
-        **shape,
+        "input_shape": list(splits.shape),
+        "num_classes": splits.num_classes,
+        "classes": list(splits.classes),
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "per_class_accuracy": per_class_accuracy(confusion, splits.classes),
+        "confusion": confusion,
         **trained,
         "versions": versions(),
     }
     write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    write_text(out_dir / CARD, model_card(out_dir, config, export.provenance, metrics, input_info))
     return TrainedRun(out_dir, metrics)
+
+
+def confusion_matrix(model: nn.Module, data: Images, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] of `model` on `data`, in full precision (as `tune predict` serves it)."""
+    import torch
+
+    from tuner.train import EVAL_BATCH
+
+    model.eval()
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.int64)
+    with torch.inference_mode():
+        for start in range(0, len(data), EVAL_BATCH):
+            x, y = data.take(slice(start, start + EVAL_BATCH))
+            predicted = model(x).argmax(1)
+            counts += torch.bincount((y * num_classes + predicted).cpu(), minlength=num_classes * num_classes)
+    return counts.view(num_classes, num_classes).tolist()
+
+
+def per_class_accuracy(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, float | None]:
+    """Each class's share of its test images predicted right; None for a class without test images."""
+    rows = zip(classes, confusion, strict=True)
+    return {name: row[i] / sum(row) if sum(row) else None for i, (name, row) in enumerate(rows)}

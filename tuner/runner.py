@@ -12,12 +12,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tuner.datasets import Splits, default_data_dir, load_splits
+from tuner.datasets import Splits, default_data_dir, is_folder, load_splits
 from tuner.datasets.folder import unreadable_warning
 from tuner.errors import TuneError, raise_interrupt
 from tuner.objective import Objective
@@ -170,6 +171,9 @@ class Session:
 def resolve_spec(storage: optuna.storages.BaseStorage, study_name: str | None, spec_file: str | None,
                  **overrides) -> StudySpec:
     """The spec to run: --spec FILE, else the resumed study's own spec, else the default; then CLI overrides."""
+    dataset = overrides.get("dataset")
+    if study_name is None and spec_file is None and dataset is not None and is_folder(dataset):
+        study_name = Path(dataset).name  # `tune start --dataset ~/photos` is study "photos", not "fashion-mnist"
     if spec_file is not None:
         spec = load_spec(spec_file)
     else:
@@ -220,6 +224,19 @@ def _data_device(device: str, in_process: bool) -> str:
     return str(resolve_device(device)) if in_process else "cpu"
 
 
+def data_warnings(study: optuna.Study, splits: Splits) -> list[str]:
+    """Lines about the data a run is about to train on: images it skipped, and a folder that changed since the
+    study last recorded it (new trials would see other images than the earlier ones)."""
+    lines = [line for line in [unreadable_warning(splits.info)] if line]
+    recorded = (study.user_attrs.get(INPUT_ATTR) or {}).get("fingerprint")
+    current = splits.info.get("fingerprint")
+    if recorded and current and recorded != current:
+        lines.append(f"warning: {splits.info.get('root')} changed since study {study.study_name!r} recorded it "
+                     "(files added, removed or modified): new trials train and select on other images than the "
+                     "earlier ones; use a new --study NAME to compare like with like")
+    return lines
+
+
 def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, data_dir: str | None, device: str,
              seed: int | None, in_process: bool, heartbeat_interval: int | None, grace_period: int | None,
              command: str) -> Session:
@@ -227,6 +244,10 @@ def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, d
     that died meanwhile."""
     resolved_dir = str(data_dir or default_data_dir())
     splits = _load_data(spec, resolved_dir, _data_device(device, in_process))
+    for warning in data_warnings(study, splits):
+        print(warning, file=sys.stderr)
+    if command == "start":  # a worker elsewhere may see its own copy of the folder: the study keeps the creator's
+        study.set_user_attr(INPUT_ATTR, {**splits.input_info(), "dataset": spec.dataset})
     if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
         study.sampler = make_sampler(spec, seed + len(study.trials))
     reap_stale_trials(study)
@@ -251,12 +272,8 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     stored = stored_spec(load_study(spec.name, storage)) if spec.name in study_names(storage) else None
     if stored is not None:
         check_resume(spec.name, stored, spec)
-    splits = _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
-    warning = unreadable_warning(splits.info)
-    if warning:
-        print(warning, file=sys.stderr)
+    _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
-    study.set_user_attr(INPUT_ATTR, {**splits.input_info(), "dataset": spec.dataset})
     if stored is not None and stored != spec:
         from tuner.notes import record_spec_change
 

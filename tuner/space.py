@@ -6,7 +6,19 @@ from typing import Any
 
 import optuna
 
-from tuner.spec import INTEGER_PARAMS, PARAM_OPTIMIZERS, PARAMS, Choices, Domain, Fixed, RunConfig, StudySpec
+from tuner.spec import (
+    HUBS,
+    MODEL_ARG,
+    PARAM_OPTIMIZERS,
+    PARAMS,
+    Choices,
+    Domain,
+    Fixed,
+    RunConfig,
+    StudySpec,
+    is_integer_range,
+    model_source,
+)
 
 
 def suggest(trial: optuna.Trial, name: str, domain: Domain) -> Any:
@@ -14,13 +26,18 @@ def suggest(trial: optuna.Trial, name: str, domain: Domain) -> Any:
         return domain.value
     if isinstance(domain, Choices):
         return trial.suggest_categorical(name, list(domain.values))
-    if name in INTEGER_PARAMS:
+    if is_integer_range(name, domain):
         return trial.suggest_int(name, int(domain.low), int(domain.high), step=int(domain.step or 1), log=domain.log)
     return trial.suggest_float(name, domain.low, domain.high, step=domain.step, log=domain.log)
 
 
 def _applies(name: str, values: dict[str, Any]) -> bool:
     """Whether hyperparameter `name` means anything given those sampled before it (conditional space)."""
+    source = model_source(values["model"])[0]
+    if name == "pretrained":
+        return source in HUBS
+    if name == "dropout":
+        return source == "builtin"  # other models take their own dropout argument: model.NAME
     if name in PARAM_OPTIMIZERS and values.get("optimizer", "adam") not in PARAM_OPTIMIZERS[name]:
         return False
     if name == "nesterov" and not values.get("momentum"):
@@ -29,10 +46,20 @@ def _applies(name: str, values: dict[str, Any]) -> bool:
 
 
 def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
-    """The run config a trial trains: each hyperparameter of `spec.search` sampled (or fixed) in turn."""
-    values: dict[str, Any] = {"model": spec.model}
+    """The run config a trial trains: each hyperparameter of `spec.search` sampled (or fixed) in turn, then the
+    model builder's arguments (`model.NAME`, for models other than the built-in families)."""
+    values: dict[str, Any] = {"model": spec.model, "pretrained": spec.pretrained}
+    model_args: dict[str, Any] = {}
     for name in PARAMS:
         if name in spec.search and _applies(name, values):
             values[name] = suggest(trial, name, spec.search[name])
+        if name == "pretrained":
+            if model_source(values["model"])[0] not in HUBS:
+                values["pretrained"] = False
+            if model_source(values["model"])[0] != "builtin":
+                model_args = {key[len(MODEL_ARG):]: suggest(trial, key, domain)
+                              for key, domain in spec.search.items() if key.startswith(MODEL_ARG)}
+    module = values["model"].partition(":")[0] if model_source(values["model"])[0] == "module" else None
     return RunConfig(dataset=spec.dataset, image_size=spec.image_size, epochs=spec.epochs, validation=spec.validation,
-                     split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed, **values)
+                     split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed,
+                     model_args=model_args, model_dir=spec.model_dirs.get(module), **values)

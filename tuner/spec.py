@@ -8,6 +8,8 @@ and `tune export` writes out; every field of both is validated on construction w
 from __future__ import annotations
 
 import dataclasses
+import importlib.machinery
+import importlib.util
 import json
 import math
 import re
@@ -21,7 +23,10 @@ import yaml
 from tuner.errors import TuneError
 
 DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")  # torchvision's; any other dataset is a folder path
-MODELS = ("mlp", "cnn", "convnet", "bncnn")
+MODELS = ("mlp", "cnn", "convnet", "bncnn")  # the built-in families; see `model_source` for the other references
+HUBS = ("torchvision", "timm")  # `HUB:NAME` model references; any other `MODULE:FUNCTION` is the user's own code
+MODEL_ARG = "model."  # a search key `model.NAME` is the keyword argument NAME of the model builder
+TIMM_INSTALL = "pip install -e '.[timm]' (or pip install timm)"
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
 SCHEDULERS = ("exponential", "step", "none")
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
@@ -84,9 +89,78 @@ def _boolean(name: str, value: Any) -> bool:
     return value
 
 
-# Each searchable hyperparameter: a validator of one value. The order is the order a trial samples them in.
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def model_source(ref: str) -> tuple[str, str]:
+    """(source, name) of a model reference: ("builtin", "bncnn"), ("torchvision", "resnet18"), ("timm", "resnet18"),
+    or ("module", "pkg.module:function") for the user's own code."""
+    if ref in MODELS:
+        return "builtin", ref
+    hub, _, name = ref.partition(":")
+    return (hub, name) if hub in HUBS else ("module", ref)
+
+
+def check_model(value: Any) -> str:
+    """A model reference as written: its form only (whether it imports is checked by `locate_models`)."""
+    fix = f"use {', '.join(MODELS)}, torchvision:NAME, timm:NAME or MODULE:FUNCTION (your own code)"
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(f"model must be a name, got {value!r}: {fix}")
+    source, name = model_source(value)
+    if source == "builtin":
+        return value
+    if source in HUBS:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+            raise SpecError(f"model {value!r} names no {source} model: write {source}:NAME, like {source}:resnet18")
+        return value
+    module, _, function = value.partition(":")
+    if not function or not _DOTTED.match(module) or not function.isidentifier():
+        raise SpecError(f"unknown model {value!r}: {fix}")
+    return value
+
+
+def module_dir(module: str, base: Path | None = None) -> str | None:
+    """The folder that `module` (of a MODULE:FUNCTION model) imports from when that folder is the current directory
+    or `base` (the spec file's folder), as an absolute path; None when it imports from sys.path as it is."""
+    top = module.split(".")[0]
+    for folder in dict.fromkeys([Path.cwd(), *([base] if base else [])]):
+        if importlib.machinery.PathFinder.find_spec(top, [str(folder)]) is not None:
+            return str(Path(folder).resolve())
+    if importlib.util.find_spec(top) is not None:
+        return None
+    where = f"the current directory, {base}" if base else "the current directory"
+    raise SpecError(f"cannot find module {module!r}: put {top}.py (or the package {top}/) in {where} or a folder "
+                    f"on PYTHONPATH, or pip install it")
+
+
+def locate_models(refs: list[str], base: Path | None = None) -> dict[str, str]:
+    """Check that each model reference can be built here (a torchvision name that exists, timm installed, the
+    user's module found) and return {module: folder} for the user modules found outside sys.path."""
+    dirs: dict[str, str] = {}
+    for ref in refs:
+        source, name = model_source(check_model(ref))
+        if source == "torchvision":
+            import torchvision.models
+
+            known = torchvision.models.list_models(module=torchvision.models)
+            if name not in known:
+                raise SpecError(f"model {ref!r}: torchvision has no classification model {name!r}: use one of "
+                                f"{', '.join(known[:8])}, ... (torchvision.models.list_models())")
+        elif source == "timm" and importlib.util.find_spec("timm") is None:
+            raise SpecError(f"model {ref!r} needs timm, which is not installed: {TIMM_INSTALL}")
+        elif source == "module":
+            module = name.partition(":")[0]
+            found = module_dir(module, base)
+            if found is not None:
+                dirs[module] = found
+    return dirs
+
+
+# Each searchable hyperparameter: a validator of one value. The order is the order a trial samples them in
+# (`model.NAME` arguments of the model builder come right after model and pretrained).
 PARAMS: dict[str, Any] = {
-    "model": lambda v: _choice("model", v, MODELS),
+    "model": check_model,
+    "pretrained": lambda v: _boolean("pretrained", v),
     "optimizer": lambda v: _choice("optimizer", v, OPTIMIZERS),
     "lr": lambda v: _number("lr", v, low=0, low_open=True),
     "batch_size": lambda v: _number("batch_size", v, low=1, integer=True),
@@ -97,10 +171,53 @@ PARAMS: dict[str, Any] = {
     "nesterov": lambda v: _boolean("nesterov", v),
     "weight_decay": lambda v: _number("weight_decay", v, low=0),
     "dropout": lambda v: _number("dropout", v, low=0, high=0.95),
+    "label_smoothing": lambda v: _number("label_smoothing", v, low=0, high=0.5),
+    "flip": lambda v: _boolean("flip", v),
+    "translate": lambda v: _number("translate", v, low=0, high=64, integer=True),
 }
-INTEGER_PARAMS = ("batch_size", "step_size")
+INTEGER_PARAMS = ("batch_size", "step_size", "translate")
+RANGE_PARAMS = ("lr", "gamma", "momentum", "weight_decay", "dropout", "batch_size", "step_size", "label_smoothing",
+                "translate")
 # Hyperparameters that only mean something for some optimizers; a trial samples them only there.
 PARAM_OPTIMIZERS = {"momentum": ("sgd", "rmsprop"), "nesterov": ("sgd",)}
+
+
+def check_model_arg(name: str, value: Any) -> Any:
+    """One value of a model builder's keyword argument: a plain scalar (what Optuna can store as a choice)."""
+    if value is not None and not isinstance(value, bool | int | float | str):
+        raise SpecError(f"{name} must be a number, a string, true/false or null, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SpecError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def check_model_args(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError(f"model_args must be a mapping of keyword argument -> value, got {value!r}")
+    for key, arg in value.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            raise SpecError(f"model_args: {key!r} is not a keyword argument name")
+        check_model_arg(f"model.{key}", arg)
+    return value
+
+
+def _param_check(name: str) -> Any:
+    if name.startswith(MODEL_ARG):
+        if not name[len(MODEL_ARG):].isidentifier():
+            raise SpecError(f"search.{name}: {name[len(MODEL_ARG):]!r} is not a keyword argument name")
+        return lambda v: check_model_arg(name, v)
+    if name not in PARAMS:
+        raise SpecError(f"unknown hyperparameter {name!r} in search: use {', '.join(PARAMS)}, or model.NAME for "
+                        "an argument of the model builder")
+    return PARAMS[name]
+
+
+def is_integer_range(name: str, domain: Range) -> bool:
+    """Integer-valued: the integer hyperparameters, and model arguments whose bounds (and step) are integers."""
+    if name in INTEGER_PARAMS:
+        return True
+    bounds = (domain.low, domain.high) + ((domain.step,) if domain.step is not None else ())
+    return name.startswith(MODEL_ARG) and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
 
 
 @dataclass(frozen=True)
@@ -132,9 +249,7 @@ Domain = Fixed | Choices | Range
 
 def parse_domain(name: str, raw: Any) -> Domain:
     """Read one entry of `search:`: a scalar is fixed, a list is choices, a mapping with low/high is a range."""
-    if name not in PARAMS:
-        raise SpecError(f"unknown hyperparameter {name!r} in search: use {', '.join(PARAMS)}")
-    check = PARAMS[name]
+    check = _param_check(name)
     if isinstance(raw, list):
         if not raw:
             raise SpecError(f"search.{name} is an empty list: give at least one value")
@@ -143,9 +258,12 @@ def parse_domain(name: str, raw: Any) -> Domain:
         unknown = set(raw) - {"low", "high", "log", "step"}
         if unknown or not {"low", "high"} <= set(raw):
             raise SpecError(f"search.{name} must be a value, a list, or {{low, high, log, step}}, got {raw!r}")
-        if name not in ("lr", "gamma", "momentum", "weight_decay", "dropout", "batch_size", "step_size"):
+        if name not in RANGE_PARAMS and not name.startswith(MODEL_ARG):
             raise SpecError(f"search.{name} takes a value or a list of choices, not a range")
         low, high = check(raw["low"]), check(raw["high"])
+        if name.startswith(MODEL_ARG) and not all(isinstance(b, int | float) and not isinstance(b, bool)
+                                                   for b in (low, high)):
+            raise SpecError(f"search.{name}: a range needs numbers for low and high, got {raw!r}")
         if low > high:
             raise SpecError(f"search.{name}: low ({raw['low']}) is greater than high ({raw['high']}): swap them")
         log = _boolean(f"search.{name}.log", raw.get("log", False))
@@ -154,6 +272,8 @@ def parse_domain(name: str, raw: Any) -> Domain:
         step = raw.get("step")
         if step is not None:
             step = _number(f"search.{name}.step", step, low=0, low_open=True, integer=name in INTEGER_PARAMS)
+            if isinstance(raw["step"], int) and not isinstance(raw["step"], bool):
+                step = int(step)
             if log:
                 raise SpecError(f"search.{name}: use either log or step, not both")
         return Range(low, high, log, step)
@@ -171,6 +291,7 @@ def _default_search() -> dict[str, Domain]:
         "nesterov": Choices((True, False)),
         "weight_decay": Range(1e-6, 1e-3, log=True),
         "dropout": Range(0.0, 0.5),
+        "label_smoothing": Range(0.0, 0.2),
     }
 
 
@@ -191,7 +312,9 @@ class StudySpec:
     name: str = "fashion-mnist"  # study name in the storage, unless --study gives another
     dataset: str = "fashion-mnist"  # torchvision's fashion-mnist, mnist, kmnist or cifar10, or a folder of images
     image_size: int | None = None  # folders: images resized to this (shorter side, center crop); None: median side
-    model: str = "bncnn"  # model family, unless search.model picks one per trial
+    model: str = "bncnn"  # built-in family, torchvision:NAME, timm:NAME or MODULE:FUNCTION, unless search.model picks
+    pretrained: bool = False  # torchvision and timm models start from their default weights (search.pretrained too)
+    model_dirs: dict[str, str] = field(default_factory=dict)  # module -> folder it was found in (filled in by tune)
     epochs: int = 8  # training epochs per trial; pruning can stop a trial after any of them
     metric: str = "accuracy"  # validation metric reported each epoch: accuracy (maximized) or loss (minimized)
     validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
@@ -209,7 +332,10 @@ class StudySpec:
             raise SpecError(f"name must be a non-empty string, got {self.name!r}")
         check_dataset(self.dataset)
         check_image_size(self.image_size)
-        _choice("model", self.model, MODELS)
+        check_model(self.model)
+        _boolean("pretrained", self.pretrained)
+        _check_model_dirs(self.model_dirs)
+        self._check_pretrained()
         _number("epochs", self.epochs, low=1, integer=True)
         _choice("metric", self.metric, tuple(METRICS))
         check_validation(self.validation)
@@ -220,6 +346,21 @@ class StudySpec:
         wants_nesterov = nesterov == Fixed(True) or (isinstance(nesterov, Choices) and True in nesterov.values)
         if wants_nesterov and "momentum" not in self.search:
             raise SpecError("search.nesterov needs momentum: add search.momentum (a value > 0 or a range)")
+
+    def _check_pretrained(self) -> None:
+        wanted = self.search.get("pretrained", Fixed(self.pretrained))
+        if not (wanted == Fixed(True) or (isinstance(wanted, Choices) and True in wanted.values)):
+            return
+        models = self.search.get("model", Fixed(self.model))
+        refs = models.values if isinstance(models, Choices) else (models.value,)
+        if not any(model_source(ref)[0] in HUBS for ref in refs):
+            raise SpecError(f"pretrained: {', '.join(refs)} has no pretrained weights: pretrained applies to "
+                            "torchvision:NAME and timm:NAME models")
+
+    def models(self) -> list[str]:
+        """Every model reference a trial of this spec may build."""
+        domain = self.search.get("model", Fixed(self.model))
+        return list(domain.values) if isinstance(domain, Choices) else [domain.value]
 
     @property
     def direction(self) -> str:
@@ -265,8 +406,19 @@ class StudySpec:
         return out
 
     def replace(self, **changes: Any) -> StudySpec:
-        """A copy with some fields changed and validated again (CLI overrides go through here)."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with some fields changed and validated again (CLI overrides go through here). A new `model`
+        replaces search.model too; `model_dirs` adds to the folders already known."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "model" in changes and "search" not in changes:
+            changes["search"] = {k: v for k, v in self.search.items() if k != "model"}
+        if "model_dirs" in changes:
+            changes["model_dirs"] = {**self.model_dirs, **changes["model_dirs"]}
+        return dataclasses.replace(self, **changes)
+
+
+def _check_model_dirs(value: Any) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise SpecError(f"model_dirs must map module names to folders, got {value!r}")
 
 
 def _domain_to_data(domain: Domain) -> Any:
@@ -342,7 +494,8 @@ def load_spec(path_or_name: str | Path | None) -> StudySpec:
         raw = read_mapping(path)
         if isinstance(raw, dict) and "dataset" in raw:
             raw["dataset"] = dataset_ref(raw["dataset"], path.resolve().parent)
-        return StudySpec.from_dict(raw)
+        spec = StudySpec.from_dict(raw)
+        return spec.replace(model_dirs=locate_models(spec.models(), path.resolve().parent))
     except SpecError as e:
         if str(path) in str(e):
             raise
@@ -357,7 +510,10 @@ class RunConfig:
 
     dataset: str = "fashion-mnist"  # a torchvision benchmark's name, or the absolute path of a folder of images
     image_size: int | None = None  # folders: the side images are resized to; None: the folder's default
-    model: str = "bncnn"
+    model: str = "bncnn"  # as the user wrote it: bncnn, torchvision:resnet18, timm:NAME, MODULE:FUNCTION
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model builder (model.NAME)
+    model_dir: str | None = None  # folder a MODULE:FUNCTION model imports from (None: from sys.path)
+    pretrained: bool = False  # torchvision/timm: start from the default weights, normalize with their mean and std
     optimizer: str = "adam"
     lr: float = 1e-3  # initial learning rate
     batch_size: int = 64
@@ -367,7 +523,10 @@ class RunConfig:
     momentum: float = 0.0  # sgd and rmsprop only
     nesterov: bool = False  # sgd only
     weight_decay: float = 0.0
-    dropout: float = 0.2  # dropout after each hidden fully connected layer
+    dropout: float = 0.2  # built-in families: dropout after each hidden fully connected layer
+    label_smoothing: float = 0.0  # of the training loss (validation and test losses are plain cross-entropy)
+    flip: bool = False  # training batches: each image mirrored left-right with probability 1/2
+    translate: int = 0  # training batches: each image shifted by up to this many pixels (zero pad, random crop)
     epochs: int = 8
     seed: int = 0  # seeds weight init, batch order and dropout
     validation: float | str = 0.15  # held-out fraction of the training set, or "test"
@@ -381,6 +540,12 @@ class RunConfig:
             check(getattr(self, name))
         check_dataset(self.dataset)
         check_image_size(self.image_size)
+        check_model_args(self.model_args)
+        if self.model_dir is not None and not isinstance(self.model_dir, str):
+            raise SpecError(f"model_dir must be a folder or null, got {self.model_dir!r}")
+        if self.pretrained and model_source(self.model)[0] not in HUBS:
+            raise SpecError(f"pretrained: model {self.model} has no pretrained weights: pretrained applies to "
+                            "torchvision:NAME and timm:NAME models")
         _number("epochs", self.epochs, low=1, integer=True)
         _number("seed", self.seed, low=0, integer=True)
         _number("split_seed", self.split_seed, low=0, integer=True)

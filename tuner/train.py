@@ -1,8 +1,8 @@
 """Training one run config: optimizer and scheduler factories, one epoch, evaluation, and `fit`.
 
 The same `fit` trains a trial and a production run (`tune train`), so an exported config reproduces its trial.
-The hot loop draws batches by index from tensors already on the device and never waits on the device: the loss
-is summed there and read once per epoch.
+The hot loop draws batches by index from tensors already on the device, augments them there (tuner.augment) and
+never waits on the device: the loss is summed there and read once per epoch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from tuner.augment import Augment
 from tuner.datasets import Images, Splits
 from tuner.errors import TuneError
 from tuner.models import build_model
@@ -78,16 +79,20 @@ def _autocast(device: torch.device):
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images, batch_size: int,
-                generator: torch.Generator) -> torch.Tensor:
-    """One pass over `data` in a seeded random order; returns the summed loss, still on the device."""
+                generator: torch.Generator, augment: Augment | None = None,
+                label_smoothing: float = 0.0) -> torch.Tensor:
+    """One pass over `data` in a seeded random order, each batch augmented on the device when `augment` is on;
+    returns the summed (smoothed) loss, still on the device."""
     model.train()
     device = data.compute_device
     order = torch.randperm(len(data), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(order), batch_size):
         x, y = data.take(order[start:start + batch_size])
+        if augment:
+            x = augment(x, generator)
         with _autocast(device):
-            loss = nn.functional.cross_entropy(model(x), y)
+            loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -134,6 +139,10 @@ class FitResult:
     seconds: float = 0.0
 
 
+def has_convolutions(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def compiled(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` through torch.compile: on CUDA with autotuned kernels; CUDA graphs are left out because every
     trial builds a new model, and graphs captured per model cost more than they save in short trials."""
@@ -158,18 +167,20 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     torch.manual_seed(config.seed)
     model = build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
     model = model.to(device)
-    if device.type == "cuda" and config.model != "mlp":
+    if device.type == "cuda" and has_convolutions(model):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters(), device)
     scheduler = make_scheduler(config, optimizer)
     generator = torch.Generator(device=device).manual_seed(config.seed)
+    augment = Augment(config.flip, config.translate)
     result = FitResult(model)
     run_model = compiled(model, device) if config.compile else model
 
     # --- train, evaluate and report each epoch
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
-        loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator)
+        loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator, augment,
+                               config.label_smoothing)
         scheduler.step()
         train_loss = loss_sum.item() / len(splits.train)
         if not math.isfinite(train_loss):

@@ -7,7 +7,9 @@ import click
 from tuner import __version__
 from tuner.cli.common import TuneGroup
 from tuner.cli.dashboard import dashboard
+from tuner.cli.data import data
 from tuner.cli.inspect import COMMANDS as INSPECT_COMMANDS
+from tuner.cli.production import COMMANDS as PRODUCTION_COMMANDS
 from tuner.cli.start import start
 from tuner.cli.workers import COMMANDS as WORKER_COMMANDS
 
@@ -20,11 +22,14 @@ def main(debug: bool) -> None:
 
     \b
     Start here:  tune start --trials 100
+    Your images: tune data DIR; tune start --dataset DIR
     Inspect:     tune ls; tune show fashion-mnist
+    Ship:        tune export NAME -o best.yaml; tune train best.yaml; tune predict runs/best IMAGES
     """
 
 
 main.add_command(start)
 main.add_command(dashboard)
-for command in (*INSPECT_COMMANDS, *WORKER_COMMANDS):
+main.add_command(data)
+for command in (*INSPECT_COMMANDS, *PRODUCTION_COMMANDS, *WORKER_COMMANDS):
     main.add_command(command)

@@ -1,4 +1,4 @@
-"""From the terminal to production: `tune ls`, `show`, `trials`, `best`, `export`, `train`, `plot`, `delete`.
+"""Looking at studies from the terminal: `tune ls`, `show`, `trials`, `best`, `plot`, `delete`.
 
 The four commands that read take `--format table|json|csv`: tables for people, JSON or CSV on stdout for scripts,
 with every message on stderr. The data they print comes from `tuner.inspect`; this module only lays it out.
@@ -6,119 +6,14 @@ with every message on stderr. The data they print comes from `tuner.inspect`; th
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import click
-from click.shell_completion import CompletionItem
 
-from tuner.cli.common import data_dir_option, device_option, storage_option
-
-FORMATS = ("table", "json", "csv")
-
-
-def complete_study_name(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
-    """Study names in the storage (from --storage or TUNE_STORAGE if given before NAME) for shell completion."""
-    try:
-        from tuner.inspect import read_storage
-        from tuner.storage import study_names
-
-        names = study_names(read_storage(ctx.params.get("storage")))
-    except Exception:  # completion must never print a traceback into the user's shell
-        return []
-    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
-
-
-study_argument = click.argument("name", metavar="NAME", shell_complete=complete_study_name)
-format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-                             help="table for people; json or csv for scripts (on stdout, messages on stderr).")
-
-
-# --- machine formats
-
-def _jsonable(value: Any) -> Any:
-    """NaN and infinities (which JSON lacks) become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(_jsonable(value)) if isinstance(value, dict | list) else _jsonable(value)
-
-
-def flat_record(row: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row: nested mappings spread one level as `params_lr`, `user_attrs_test_accuracy` (Optuna's
-    trials_dataframe names); anything deeper stays JSON text."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            out.update({f"{key}_{k}": _cell(v) for k, v in value.items()})
-        else:
-            out[key] = _cell(value)
-    return out
-
-
-def flat_pairs(data: Any, prefix: str = "") -> list[tuple[str, Any]]:
-    """A nested document as (dotted key, value) pairs: `best.params.lr`, `top.0.number`."""
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else None
-    if items is None:
-        return [(prefix, _jsonable(data))]
-    pairs: list[tuple[str, Any]] = []
-    for key, value in items:
-        pairs += flat_pairs(value, f"{prefix}.{key}" if prefix else str(key))
-    return pairs
-
-
-def csv_text(records: list[dict[str, Any]]) -> str:
-    fields = list(dict.fromkeys(key for record in records for key in record))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return buffer.getvalue()
-
-
-def emit(fmt: str, data: Any, table, *, rows: bool) -> None:
-    """Print `data` as JSON, as CSV (a row per record when `rows`, else key,value pairs), or via `table()`."""
-    if fmt == "json":
-        click.echo(json.dumps(_jsonable(data), indent=2))
-    elif fmt == "csv" and rows:
-        click.echo(csv_text([flat_record(r) for r in data]) if data else "", nl=False)
-    elif fmt == "csv":
-        click.echo(csv_text([{"key": k, "value": v} for k, v in flat_pairs(data)]), nl=False)
-    else:
-        table()
-
-
-# --- tables
-
-def _console():
-    """stdout; wide when it is not a terminal, so tables written to files or pipes keep whole values."""
-    from rich.console import Console
-
-    console = Console(highlight=False)
-    return console if console.is_terminal else Console(highlight=False, width=200)
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f} s"
+from tuner.cli import output
+from tuner.cli.common import storage_option
+from tuner.cli.output import emit, format_option, study_argument
 
 
 def trials_table(rows: list[dict[str, Any]], title: str | None = None):
@@ -129,9 +24,10 @@ def trials_table(rows: list[dict[str, Any]], title: str | None = None):
     for header in ("#", "state", "value", "test acc", "epochs", "duration", *params):
         table.add_column(header, justify="left" if header in ("state", *params) else "right")
     for row in rows:
-        table.add_row(str(row["number"]), row["state"], _text(row["value"]),
-                      _text(row["user_attrs"].get("test_accuracy")), str(row["epochs"]), _seconds(row["duration"]),
-                      *(_text(row["params"].get(name)) for name in params))
+        table.add_row(str(row["number"]), row["state"], output.text(row["value"]),
+                      output.text(row["user_attrs"].get("test_accuracy")), str(row["epochs"]),
+                      output.seconds(row["duration"]),
+                      *(output.text(row["params"].get(name)) for name in params))
     return table
 
 
@@ -176,10 +72,10 @@ def ls(storage: str | None, fmt: str) -> None:
         for r in rows:
             s = r["states"]
             out.add_row(r["name"], r["direction"], str(r["trials"]), str(s["COMPLETE"]), str(s["PRUNED"]),
-                        str(s["FAIL"]), str(s["RUNNING"] + s["WAITING"]), _text(r["best_value"]),
-                        _text(r["best_trial"]), _text(r["last_activity"]))
+                        str(s["FAIL"]), str(s["RUNNING"] + s["WAITING"]), output.text(r["best_value"]),
+                        output.text(r["best_trial"]), output.text(r["last_activity"]))
         if rows:
-            _console().print(out)
+            output.stdout_console().print(out)
 
     emit(fmt, rows, table, rows=True)
 
@@ -207,18 +103,25 @@ def show(name: str, storage: str | None, top: int, fmt: str) -> None:
 def print_detail(detail: dict[str, Any]) -> None:
     from rich.table import Table
 
-    console = _console()
+    console = output.stdout_console()
     metric = f" {detail['metric']}" if detail["metric"] else ""
     console.print(f"Study {detail['name']}: {detail['direction']}{metric}; {detail['trials']} trials "
-                  f"({_states_text(detail['states'])}); last activity {_text(detail['last_activity'])}")
+                  f"({_states_text(detail['states'])}); last activity {output.text(detail['last_activity'])}")
+    if detail.get("input"):
+        console.print(data_line(detail["input"]))
     best = detail["best"]
     if best is None:
         console.print("Best: no completed trial yet")
     else:
-        console.print(f"Best: trial {best['number']}, value {_text(best['value'])}, test accuracy "
-                      f"{_text(best['user_attrs'].get('test_accuracy'))}, {best['epochs']} epochs in "
-                      f"{_seconds(best['duration'])}")
-        console.print("  " + " ".join(f"{k}={_text(v)}" for k, v in best["params"].items()))
+        console.print(f"Best: trial {best['number']}, value {output.text(best['value'])}, test accuracy "
+                      f"{output.text(best['user_attrs'].get('test_accuracy'))}, {best['epochs']} epochs in "
+                      f"{output.seconds(best['duration'])}")
+        console.print("  " + " ".join(f"{k}={output.text(v)}" for k, v in best["params"].items()))
+        if detail.get("model"):
+            console.print(f"  model {detail['model']}", highlight=False)
+        for model_ref, row in (detail.get("best_per_model") or {}).items():
+            console.print(f"Best {model_ref}: trial {row['number']}, value {output.text(row['value'])}, test accuracy "
+                          f"{output.text(row['user_attrs'].get('test_accuracy'))}", highlight=False)
         console.print(trials_table(detail["top"], f"Top {len(detail['top'])} completed trials"))
     console.print(pruning_line(detail["pruning"]))
     if not detail["importances"]:
@@ -232,6 +135,14 @@ def print_detail(detail: dict[str, Any]) -> None:
     console.print(table)
     if detail["importances_note"]:
         console.print(f"  ({detail['importances_note']})")
+
+
+def data_line(info: dict[str, Any]) -> str:
+    """Data: the dataset, its input shape and its classes (the first ten), as a study records them."""
+    classes = info.get("classes") or []
+    shown = ", ".join(classes[:10]) + (f", ... ({len(classes) - 10} more)" if len(classes) > 10 else "")
+    shape = "x".join(str(n) for n in info.get("shape", []))
+    return f"Data: {info.get('dataset', '?')}, {shape} images, {len(classes)} classes: {shown}"
 
 
 def pruning_line(pruning: dict[str, Any]) -> str:
@@ -264,7 +175,7 @@ def trials(name: str, storage: str | None, states: str | None, sort: str, limit:
     rows = trial_rows(open_study(name, storage), wanted, sort, limit)
     if not rows:
         click.echo(f"No trials in study {name!r}{' in state ' + states if states else ''}.", err=True)
-    emit(fmt, rows, lambda: _console().print(trials_table(rows)) if rows else None, rows=True)
+    emit(fmt, rows, lambda: output.stdout_console().print(trials_table(rows)) if rows else None, rows=True)
 
 
 @click.command()
@@ -291,132 +202,12 @@ def best(name: str, storage: str | None, fmt: str) -> None:
         out.add_column("value")
         test = row["user_attrs"].get("test_accuracy")
         for field, value in (("trial", row["number"]), ("value", row["value"]), ("test accuracy", test),
-                             ("epochs", row["epochs"]), ("duration", _seconds(row["duration"])),
+                             ("epochs", row["epochs"]), ("duration", output.seconds(row["duration"])),
                              *row["params"].items()):
-            out.add_row(field, _text(value))
-        _console().print(out)
+            out.add_row(field, output.text(value))
+        output.stdout_console().print(out)
 
     emit(fmt, row if fmt != "csv" else [row], table, rows=True)
-
-
-# --- to production
-
-@click.command()
-@study_argument
-@storage_option
-@click.option("-o", "--output", metavar="FILE",
-              help="Where to write the run config; - for stdout [default: NAME-trialN.yaml in the current "
-                   "directory].")
-@click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N",
-              help="Export trial N instead of the best one.")
-@click.option("--with-weights", is_flag=True,
-              help="Also copy the trial's kept weights (tune start --keep-top) next to FILE, as FILE's stem "
-                   "+ .safetensors.")
-def export(name: str, storage: str | None, output: str | None, trial_number: int | None,
-           with_weights: bool) -> None:
-    """Write the best trial of study NAME (or trial N) as one self-contained run config file.
-
-    The file holds everything `tune train` needs to rerun the trial (dataset, model, optimizer and its
-    arguments, learning rate, batch size, scheduler, epochs, seed, validation split), the model's input shape,
-    and where it came from (study, trial, value, test accuracy, storage, versions, date).
-
-    \b
-    Examples:
-      tune export fashion-mnist -o best.yaml && tune train best.yaml
-      tune export fashion-mnist --trial 12 --with-weights -o prod/fmnist.yaml
-      tune export fashion-mnist -o - | less
-    """
-    from tuner import export as exports
-    from tuner.inspect import best_trial, get_trial, open_study
-    from tuner.storage import default_storage_url
-
-    study = open_study(name, storage)
-    trial = get_trial(study, trial_number) if trial_number is not None else best_trial(study)
-    exports.trial_config(name, trial)  # a trial without a stored config fails here, before any note
-    if trial.state.name != "COMPLETE":
-        click.echo(f"note: trial {trial.number} is {trial.state.name} after {len(trial.intermediate_values)} "
-                   "epoch(s); its config trains all its epochs", err=True)
-    if output == "-":
-        if with_weights:
-            raise click.UsageError("--with-weights writes a file beside the config: give -o FILE, not -o -")
-        click.echo(exports.export_text(name, trial, storage or default_storage_url(), "FILE"), nl=False)
-        return
-    path = Path(output) if output else exports.default_path(name, trial.number)
-    weights = exports.export_trial(study, trial, storage or default_storage_url(), path, with_weights)
-    click.echo(f"Wrote trial {trial.number} of {name!r} to {path}" + (f" and {weights}" if weights else ""))
-    click.echo(f"Train it: tune train {path}", err=True)
-    problem = exports.record_in_note(study, path, trial.number)
-    if problem:
-        click.echo(f"note: the export is not listed in the study's note ({problem})", err=True)
-
-
-@click.command()
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where to write model.safetensors, config.yaml and metrics.json [default: runs/<FILE stem>].")
-@data_dir_option
-@click.option("--epochs", type=click.IntRange(min=1), metavar="N", help="Train N epochs instead of the trial's.")
-@device_option
-@click.option("--full-train", is_flag=True,
-              help="Train on train + validation (the whole training set); validation metrics are then the test's.")
-@click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")
-def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | None, device: str, full_train: bool,
-          overwrite: bool) -> None:
-    """Train the run config in FILE (from `tune export`) for production.
-
-    By default it replays the trial exactly (same split, seed and epochs), through the code that trained it:
-    on the same machine and device the test accuracy is the trial's.
-
-    \b
-    Examples:
-      tune export fashion-mnist -o best.yaml && tune train best.yaml
-      tune train best.yaml --full-train --epochs 20 --out runs/fmnist-prod --device cuda
-    """
-    from tuner import production
-    from tuner.export import read_export
-
-    exported = read_export(file)
-    for note in production.replay_notes(exported):
-        click.echo(note, err=True)
-    with EpochProgress(epochs or exported.config.epochs) as progress:
-        run = production.train_export(exported, file, out_dir=Path(out_dir) if out_dir else None, data_dir=data_dir,
-                                      epochs=epochs, device=device, full_train=full_train, overwrite=overwrite,
-                                      on_epoch=progress.on_epoch)
-    metrics = run.metrics
-    trial = metrics["trial_test_accuracy"]
-    versus = f" (trial: {trial:.4f})" if trial is not None and not full_train and epochs is None else ""
-    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {metrics['epochs']} epochs in "
-               f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
-    click.echo(f"Wrote {run.out_dir / production.WEIGHTS_FILE}, {production.CONFIG} and {production.METRICS}")
-
-
-class EpochProgress:
-    """A rich bar of epochs on a terminal (stderr), else a line per epoch for logs."""
-
-    def __init__(self, epochs: int) -> None:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.console = Console(stderr=True, highlight=False)
-        self.epochs = epochs
-        self.bar = Progress(TextColumn("epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.description}"), console=self.console,
-                            disable=not self.console.is_terminal)
-        self.task = self.bar.add_task("", total=epochs)
-
-    def __enter__(self) -> EpochProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
-
-    def on_epoch(self, epoch) -> None:
-        status = (f"epoch {epoch.epoch}/{self.epochs} train loss {epoch.train_loss:.4f} "
-                  f"val acc {epoch.val_accuracy:.4f} ({epoch.seconds:.1f} s)")
-        self.bar.update(self.task, advance=1, description=status)
-        if not self.console.is_terminal:
-            self.console.print(status)
 
 
 @click.command()
@@ -469,4 +260,4 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
     click.echo(f"Deleted study {name!r}: {count} trial(s){kept}.")
 
 
-COMMANDS = (ls, show, trials, best, export, train, plot, delete)
+COMMANDS = (ls, show, trials, best, plot, delete)

@@ -6,7 +6,7 @@ import click
 
 from tuner.cli.common import data_dir_option, device_option, image_size_option, keep_top_option, storage_option
 from tuner.cli.workers import heartbeat, run_and_report, worker_options
-from tuner.spec import PRUNERS, SAMPLERS, dataset_ref
+from tuner.spec import PRUNERS, SAMPLERS, dataset_ref, locate_models
 
 
 @click.command()
@@ -23,6 +23,9 @@ from tuner.spec import PRUNERS, SAMPLERS, dataset_ref
               help="A folder of images, one subfolder per class (or train/, val/, test/ of those), or a shipped "
                    "dataset: fashion-mnist, mnist, kmnist, cifar10 (overrides the spec).")
 @image_size_option
+@click.option("--model", metavar="REF",
+              help="Model to tune (overrides the spec): bncnn, cnn, convnet, mlp, torchvision:NAME, timm:NAME, or "
+                   "MODULE:FUNCTION, your own code in the current directory or on sys.path.")
 @storage_option
 @data_dir_option
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs per trial (overrides the spec).")
@@ -36,8 +39,8 @@ from tuner.spec import PRUNERS, SAMPLERS, dataset_ref
 @device_option
 @worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
-          data_dir: str | None, dataset: str | None, image_size: int | None, epochs: int | None, sampler: str | None,
-          pruner: str | None, seed: int | None,
+          data_dir: str | None, dataset: str | None, image_size: int | None, model: str | None, epochs: int | None,
+          sampler: str | None, pruner: str | None, seed: int | None,
           compile_model: bool | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
           per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
@@ -46,6 +49,7 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
     Examples:
       tune start --trials 100
       tune start --dataset ~/photos --image-size 96 --study photos
+      tune start --model torchvision:resnet18 --study fm-resnet --epochs 4
       tune start --study fmnist-sgd --spec studies/fashion-mnist.yaml --epochs 8 --seed 1
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
       tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
@@ -54,9 +58,10 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
     from tuner.workers import plan_workers
 
     slots = plan_workers(workers, gpus, per_gpu)
+    models = {"model": model, "model_dirs": locate_models([model])} if model else {}
     session = runner.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
                              device=device, seed=seed, dataset=dataset_ref(dataset), image_size=image_size,
                              epochs=epochs, sampler=sampler, pruner=pruner,
-                             compile=compile_model, in_process=slots == [None],
+                             compile=compile_model, in_process=slots == [None], **models,
                              **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

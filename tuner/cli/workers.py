@@ -9,7 +9,7 @@ from collections.abc import Callable
 import click
 
 from tuner.cli.common import data_dir_option, device_option, keep_top_option, storage_option
-from tuner.cli.inspect import study_argument
+from tuner.cli.output import study_argument
 
 
 def worker_options(command: Callable) -> Callable:

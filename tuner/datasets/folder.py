@@ -81,17 +81,18 @@ def check_folder(root: Path) -> Path:
 
 
 def _walk_class(scan: Scan, folder: Path, split: str, label: int, suffixes: frozenset[str]) -> None:
+    prefix = str(scan.root) + os.sep  # plain strings, not pathlib: a walk of 100,000 files stays well under a second
     for directory, subdirs, names in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if _visible(Path(d)))
+        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__MACOSX")
         for name in sorted(names):
-            path = Path(directory) / name
-            if not _visible(path):
+            if name.startswith("."):
                 scan.ignored["hidden"] += 1
-            elif path.suffix.lower() not in suffixes:
+            elif os.path.splitext(name)[1].lower() not in suffixes:
                 scan.ignored["not an image"] += 1
             else:
-                relative = str(path.relative_to(scan.root))
-                info = path.stat()
+                path = os.path.join(directory, name)
+                info = os.stat(path)
+                relative = path[len(prefix):]
                 scan.files.append((relative, split, label))
                 scan.stats.append((relative, info.st_size, info.st_mtime_ns))
 
@@ -104,7 +105,8 @@ def scan_folder(root: str | Path) -> Scan:
     """Walk `root`: its layout, classes and image files. Raises TuneError for a folder that cannot be a dataset."""
     root = check_folder(Path(root))
     top = _subfolders(root)
-    named = {SPLIT_FOLDERS[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_FOLDERS}
+    found = {SPLIT_FOLDERS[p.name.lower()]: p for p in top if p.name.lower() in SPLIT_FOLDERS}
+    named = {split: found[split] for split in SPLITS if split in found}
     suffixes = image_suffixes()
     if named:
         if "train" not in named:
@@ -198,23 +200,59 @@ def _try(function):
     return attempt
 
 
+def _decode_all(paths: list[Path], channels: list[int], size: int) -> list[torch.Tensor | UnreadableImage]:
+    return _parallel(_try_decode, [(p, c, size) for p, c in zip(paths, channels, strict=True)], "decoding images")
+
+
+def _try_decode(job: tuple[Path, int, int]) -> torch.Tensor | UnreadableImage:
+    try:
+        return decode(*job)
+    except UnreadableImage as e:
+        return e
+
+
+def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | UnreadableImage:
+    """One opening of the file: its header, and the image decoded in its own channel count."""
+    path, size = job
+    try:
+        header = _header(path)
+        return header, decode(path, 1 if header.grayscale else 3, size)
+    except UnreadableImage as e:
+        return e
+
+
+def _decode_images(paths: list[Path], image_size: int | None) -> tuple[list, list, int, int]:
+    """(headers, decoded tensors or errors, channels, size) of every file. With the size known each file is opened
+    once; else a first pass reads the headers for the default size. Grayscale files are decoded again in RGB when
+    the folder also has color images: exactly what `tune predict` does with them then."""
+    if image_size is not None:
+        probed = _parallel(_probe_and_decode, [(p, image_size) for p in paths], "decoding images")
+        headers = [r[0] if isinstance(r, tuple) else r for r in probed]
+        decoded = [r[1] if isinstance(r, tuple) else r for r in probed]
+        size = image_size
+    else:
+        headers = _parallel(_try(_header), paths, "reading image headers")
+        readable = [h for h in headers if isinstance(h, Header)]
+        size = default_image_size(readable) if readable else 1
+        decoded = None
+    good = [h for h in headers if isinstance(h, Header)]
+    channels = 1 if all(h.grayscale for h in good) else 3
+    if decoded is None:
+        decoded = _decode_all(paths, [channels] * len(paths), size)  # unreadable headers fail again, cheaply
+    elif channels == 3:
+        redo = [i for i, h in enumerate(headers) if isinstance(h, Header) and h.grayscale]
+        for i, tensor in zip(redo, _decode_all([paths[i] for i in redo], [3] * len(redo), size), strict=True):
+            decoded[i] = tensor
+    return headers, decoded, channels, size
+
+
 def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Decode every image of `scan`: (tensors x, y, split; metadata). Unreadable files are left out and counted."""
     started = time.perf_counter()
     paths = [scan.root / relative for relative, _, _ in scan.files]
-    headers = _parallel(_try(_header), paths, "reading image headers")
-    readable = [i for i, h in enumerate(headers) if isinstance(h, Header)]
-    if not readable:
-        first = headers[0]
-        raise TuneError(f"no readable image in {scan.root}: all {len(paths)} image files failed to open (first: "
-                        f"{first}): check that they are images")
-    good_headers = [headers[i] for i in readable]
-    channels = 1 if all(h.grayscale for h in good_headers) else 3
-    size = image_size or default_image_size(good_headers)
-    decoded = _parallel(_try(lambda p: decode(p, channels, size)), [paths[i] for i in readable], "decoding images")
-    kept = [(i, t) for i, t in zip(readable, decoded, strict=True) if isinstance(t, torch.Tensor)]
-    unreadable = [str(h) for h in headers if not isinstance(h, Header)]
-    unreadable += [str(t) for t in decoded if not isinstance(t, torch.Tensor)]
+    headers, decoded, channels, size = _decode_images(paths, image_size)
+    kept = [(i, t) for i, t in enumerate(decoded) if isinstance(t, torch.Tensor)]
+    unreadable = [str(t) for t in decoded if not isinstance(t, torch.Tensor)]
     if not kept:
         raise TuneError(f"no readable image in {scan.root}: all {len(paths)} image files failed to decode (first: "
                         f"{unreadable[0]}): check that they are images")
@@ -224,6 +262,7 @@ def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], 
     split_codes = {name: code for code, name in enumerate(SPLITS)}
     y = torch.tensor([scan.files[i][2] for i, _ in kept], dtype=torch.int64)
     split = torch.tensor([split_codes[scan.files[i][1]] for i, _ in kept], dtype=torch.int8)
+    good_headers = [headers[i] for i, _ in kept]
     sizes = [h.size for h in good_headers]
     meta = {
         "version": CACHE_VERSION,

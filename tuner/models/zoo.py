@@ -1,29 +1,13 @@
-"""The model families a study can search, shaped from the dataset (channels, image size, classes).
+"""The built-in model families, shaped from the dataset (channels, image size, classes).
 
-Every model takes the uint8 images as they are stored and normalizes them itself, so saved weights carry their
-own preprocessing and production code feeds raw images.
+Each takes `(shape, num_classes, dropout)` and returns a network of normalized float images; `build_model` puts
+the normalization in front.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-
-from tuner.spec import RunConfig
-
-
-class Standardize(nn.Module):
-    """uint8 (or [0, 1] float) images -> per-channel standardized floats."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255)
-        return (x - self.mean) / self.std
 
 
 def _classifier(features: nn.Module, shape: tuple[int, int, int], hidden: tuple[int, ...], num_classes: int,
@@ -76,10 +60,3 @@ def bncnn(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.S
 
 
 FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet, "bncnn": bncnn}
-
-
-def build_model(config: RunConfig, shape: tuple[int, int, int], num_classes: int, mean: tuple[float, ...],
-                std: tuple[float, ...]) -> nn.Module:
-    """A freshly initialized model of `config.model` for uint8 images of `shape` (C, H, W) and `num_classes`
-    classes, normalizing its input itself. Trials, `tune train` and saved models all build through here."""
-    return nn.Sequential(Standardize(mean, std), FAMILIES[config.model](shape, num_classes, config.dropout))

@@ -1,0 +1,55 @@
+"""`tune data`: what a search would see in a dataset, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tuner.datasets import folder
+from tuner.datasets.splits import TEST_FRACTION
+
+
+def _class_counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
+    counts = torch.bincount(labels, minlength=len(classes)).tolist()
+    return dict(zip(classes, counts, strict=True))
+
+
+def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, Any]:
+    """The layout, classes, images per split and class, image sizes and modes, skipped files and the cache of the
+    folder at `root`, decoding it (and writing the cache) if the cache is missing or stale."""
+    scan = folder.scan_folder(root)
+    cache_file = folder.cache_path(scan.root, image_size)
+    tensors, meta, fresh = folder.cached(scan.root, image_size)
+    classes = meta["classes"]
+    splits = {}
+    for code, name in enumerate(folder.SPLITS):
+        labels = tensors["y"][tensors["split"] == code]
+        if len(labels):
+            splits[name] = {"images": len(labels), "per_class": _class_counts(labels, classes)}
+    carved = {}
+    if "test" not in splits:
+        carved["test"] = f"{TEST_FRACTION:.0%} of train per class (seed 0)"
+    if "val" not in splits:
+        carved["val"] = "the spec's validation fraction of train per class (default 15%, seeded by split_seed)"
+    unreadable = meta["unreadable"]
+    return {
+        "root": meta["root"],
+        "layout": meta["layout"],
+        "split_folders": meta["split_folders"],
+        "classes": classes,
+        "splits": splits,
+        "carved_out": carved,
+        "image_size": meta["image_size"],
+        "image_size_rule": "shorter side resized to the image size, then the center square cropped",
+        "default_image_size": meta["requested_size"] is None,
+        "channels": meta["channels"],
+        "source_sizes": meta["sizes"],
+        "source_modes": meta["modes"],
+        "ignored": meta["ignored"],
+        "unreadable": {"count": len(unreadable), "first": unreadable[0] if unreadable else None},
+        "cache": {"path": str(cache_file), "fresh": fresh, "bytes": cache_file.stat().st_size
+                  if cache_file.is_file() else None, "decode_seconds": meta["decode_seconds"]},
+        "ready": True,
+    }
