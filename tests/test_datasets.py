@@ -329,3 +329,43 @@ def test_a_folder_study_is_named_after_its_folder(cli, tmp_path, storage_url):
     result = cli("start", "--dataset", root, "--trials", 1, "--epochs", 1, "--storage", storage_url, "--keep-top", 0)
     assert result.exit_code == 0, result.output
     assert optuna.get_all_study_names(storage_url) == ["holiday-photos"]
+
+
+def test_too_few_images_per_class_is_one_line_and_no_study(cli, tmp_path, storage_url):
+    root = write_class_folders(tmp_path / "pairs", per_class=2, size=(8, 8))
+    result = cli("start", "--dataset", root, "--trials", 1, "--storage", storage_url)
+    assert result.exit_code == 2 and "too few images to hold out validation images" in result.output
+    assert optuna.get_all_study_names(storage_url) == []
+    assert cli("data", root).exit_code == 2
+
+
+def test_a_model_that_cannot_take_the_images_is_one_line_and_no_study(cli, tmp_path, storage_url):
+    root = write_class_folders(tmp_path / "colors", per_class=4, size=(12, 12))
+    result = cli("start", "--dataset", root, "--model", "convnet", "--trials", 1, "--storage", storage_url)
+    assert result.exit_code == 2 and "model convnet cannot take 3x12x12 images" in result.output
+    assert optuna.get_all_study_names(storage_url) == []
+
+
+def test_an_empty_class_folder_is_refused_whether_or_not_the_folder_was_cached(cli, tmp_path):
+    root = write_class_folders(tmp_path / "colors", per_class=4)
+    assert cli("data", root).exit_code == 0
+    (root / "zebra").mkdir()
+    (root / "zebra" / "notes.txt").write_text("no images yet")
+    result = cli("data", root)
+    assert result.exit_code == 2 and "class folder(s) zebra" in result.output
+
+
+def test_resuming_on_other_classes_is_refused(cli, tmp_path, storage_url):
+    root = write_class_folders(tmp_path / "colors", per_class=4, size=(12, 12))
+    args = ("start", "--dataset", root, "--trials", 1, "--epochs", 1, "--storage", storage_url, "--keep-top", 0)
+    assert cli(*args).exit_code == 0
+    write_class_folders(root, per_class=4, size=(12, 12), classes={"yellow": (230, 220, 20)})
+    load_splits.cache_clear()
+    result = cli(*args)
+    assert result.exit_code == 2 and "study 'colors' was created on classes ['blue', 'green', 'red']" in result.output
+    assert len(optuna.load_study(study_name="colors", storage=storage_url).trials) == 1
+
+
+def test_tune_data_on_a_shipped_dataset_name_says_what_to_do(cli):
+    result = cli("data", "mnist")
+    assert result.exit_code == 2 and "tune start --dataset mnist" in result.output

@@ -16,6 +16,7 @@ from safetensors import safe_open
 
 from tuner.checkpoint import load_model
 from tuner.cli import main
+from tuner.datasets.images import preprocess_record
 from tuner.export import read_export
 from tuner.spec import RunConfig
 
@@ -84,7 +85,7 @@ def test_round_trip_on_synthetic_data(searched, data_dir, tmp_path, monkeypatch)
     assert RunConfig.from_dict(json.loads(metadata["config"])) == config
     assert json.loads(metadata["input_shape"]) == [1, 28, 28] and metadata["num_classes"] == "10"
     assert json.loads(metadata["classes"])[:2] == ["T-shirt/top", "Trouser"]
-    assert json.loads(metadata["preprocess"]) == {"channels": 1, "size": [28, 28], "resize": "shorter-side-center-crop"}
+    assert json.loads(metadata["preprocess"]) == preprocess_record(1, (28, 28))
     assert read_export("run/config.yaml").config == config  # the config as trained trains again
     model = load_model("run")  # the run folder, or its weights file
     assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
@@ -114,7 +115,7 @@ def test_export_file_is_the_trials_config_with_provenance(searched, tmp_path, mo
     document = yaml.safe_load(text)
     assert list(document) == ["config", "input", "provenance"]
     assert document["config"] == trial.user_attrs["config"]  # replayed, every field
-    preprocess = {"channels": 1, "size": [28, 28], "resize": "shorter-side-center-crop"}
+    preprocess = preprocess_record(1, (28, 28))
     classes = trial.user_attrs["input"]["classes"]
     assert document["input"] == {"shape": [1, 28, 28], "num_classes": 10, "classes": classes, "preprocess": preprocess}
     provenance = document["provenance"]

@@ -55,6 +55,7 @@ def test_toml_spec(tmp_path):
     ({"validation": 1.5}, "validation must be a fraction between 0 and 1"),
     ({"metric": "accuracy", "direction": "minimize"}, "direction 'minimize' contradicts metric 'accuracy'"),
     ({"epoch": 3}, "unknown field(s) epoch in spec"),
+    ({"model": "bncnn", "search": {"model.width": [4, 8]}}, "search.model.width: the built-in families (bncnn)"),
     ({"model": "resnet18"}, "unknown model 'resnet18': use mlp, cnn, convnet, bncnn, torchvision:NAME"),
     ({"model": "torchvision:"}, "model 'torchvision:' names no torchvision model"),
     ({"search": {"model.2x": [1, 2]}}, "search.model.2x: '2x' is not a keyword argument name"),

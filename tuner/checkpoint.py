@@ -6,7 +6,7 @@ The metadata (safetensors keeps strings only; lists and mappings as JSON):
 - `config`: the RunConfig the weights were trained with; the model is rebuilt from it
 - `input_shape`: [C, H, W] of the uint8 images the model takes; `num_classes`
 - `classes`: the class names, in output order
-- `preprocess`: `{"channels", "size": [H, W], "resize"}`: how an image file becomes an input
+- `preprocess`: `{"channels", "size": [H, W], "resize", "decode"}`: how an image file becomes an input
   (`tuner.datasets.images.decode_for`)
 - anything else: where the weights came from (study, trial, value; or the `tune train` run)
 
@@ -61,10 +61,6 @@ class ModelInfo:
         from tuner.datasets.images import decode_for
 
         return decode_for(file, self.preprocess)
-
-    def input_info(self) -> dict[str, Any]:
-        """The same record as `Splits.input_info()`: shape, classes, preprocess."""
-        return {"shape": list(self.shape), "classes": list(self.classes), "preprocess": self.preprocess}
 
 
 class Classifier(nn.Module):

@@ -2,7 +2,7 @@
 
 The converted model takes uint8 images (N, C, H, W) at the trained size, any N, and outputs logits; the
 normalization is inside it (the model's first layer). Files still have to be decoded and resized as in training
-(`tuner.datasets.images.decode_for`, or Pillow's `ImageOps.fit` to the recorded size), which the metadata
+(`tuner.datasets.images.decode_for`; the `decode` entry of `preprocess` names every step), which the metadata
 describes: ONNX `metadata_props` and TorchScript extra files `classes` (JSON list), `input_shape` and
 `preprocess`.
 
@@ -128,8 +128,8 @@ def write_onnx(model: Classifier, path: Path, example: torch.Tensor) -> None:
     with _quiet():
         try:
             batch = torch.export.Dim("batch")
-            torch.onnx.export(network, (example,), str(path), dynamo=True, verbose=False,
-                              dynamic_shapes=({0: batch},), **names)
+            torch.onnx.export(network, (example,), str(path), dynamo=True, verbose=False, external_data=False,
+                              dynamic_shapes=({0: batch},), **names)  # one file: a served model travels alone
         except Exception:
             axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
             try:
@@ -225,4 +225,5 @@ def convert(source: str | Path, to: str, output: str | Path | None = None, *, da
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + ".data").unlink(missing_ok=True)  # an exporter's external weights
     return Converted(path, to, worst, len(batch), inputs)

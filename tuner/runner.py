@@ -224,6 +224,35 @@ def _data_device(device: str, in_process: bool) -> str:
     return str(resolve_device(device)) if in_process else "cpu"
 
 
+def check_same_input(name: str, recorded: dict | None, splits: Splits) -> None:
+    """Refuse data whose images or classes differ from those study `name` was created on (a folder that gained a
+    class or a colour image, or whose default image size moved): its trials would not be comparable."""
+    if not recorded:
+        return
+    now = splits.input_info()
+    for key, what in (("classes", "classes"), ("shape", "image shape"), ("preprocess", "preprocessing")):
+        if key in recorded and recorded[key] != now[key]:
+            raise TuneError(f"study {name!r} was created on {what} {_short(recorded[key])}, the data now gives "
+                            f"{_short(now[key])}: its trials would not be comparable; use a new --study NAME, or "
+                            "pin the image size with --image-size")
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_models(spec: StudySpec, splits: Splits) -> None:
+    """Build each model the spec may train, once, on these images, so that a model that cannot take them (or a
+    misspelled model.NAME argument, or pretrained weights that cannot be had) is one line before any study exists.
+    Pretrained weights are fetched here, once, rather than by each worker."""
+    from tuner.models import build_model
+    from tuner.space import probe_configs
+
+    for config in probe_configs(spec):
+        build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
+
+
 def data_warnings(study: optuna.Study, splits: Splits) -> list[str]:
     """Lines about the data a run is about to train on: images it skipped, and a folder that changed since the
     study last recorded it (new trials would see other images than the earlier ones)."""
@@ -244,9 +273,10 @@ def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, d
     that died meanwhile."""
     resolved_dir = str(data_dir or default_data_dir())
     splits = _load_data(spec, resolved_dir, _data_device(device, in_process))
+    check_same_input(spec.name, study.user_attrs.get(INPUT_ATTR), splits)
     for warning in data_warnings(study, splits):
         print(warning, file=sys.stderr)
-    if command == "start":  # a worker elsewhere may see its own copy of the folder: the study keeps the creator's
+    if INPUT_ATTR not in study.user_attrs:  # what the study was created on; later runs are compared with it
         study.set_user_attr(INPUT_ATTR, {**splits.input_info(), "dataset": spec.dataset})
     if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
         study.sampler = make_sampler(spec, seed + len(study.trials))
@@ -272,7 +302,10 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     stored = stored_spec(load_study(spec.name, storage)) if spec.name in study_names(storage) else None
     if stored is not None:
         check_resume(spec.name, stored, spec)
-    _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
+    splits = _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
+    if stored is not None:
+        check_same_input(spec.name, load_study(spec.name, storage).user_attrs.get(INPUT_ATTR), splits)
+    check_models(spec, splits)
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
     if stored is not None and stored != spec:
         from tuner.notes import record_spec_change

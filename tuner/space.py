@@ -63,3 +63,15 @@ def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
     return RunConfig(dataset=spec.dataset, image_size=spec.image_size, epochs=spec.epochs, validation=spec.validation,
                      split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed,
                      model_args=model_args, model_dir=spec.model_dirs.get(module), **values)
+
+
+def probe_configs(spec: StudySpec) -> list[RunConfig]:
+    """One sampled run config per model the spec may train (the other hyperparameters drawn at random), to try
+    building before a study exists."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
+    for ref in spec.models():
+        if isinstance(spec.search.get("model"), Choices):
+            study.enqueue_trial({"model": ref})
+        configs.append(sample_config(study.ask(), spec, seed=0))
+    return configs

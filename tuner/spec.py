@@ -336,6 +336,7 @@ class StudySpec:
         _boolean("pretrained", self.pretrained)
         _check_model_dirs(self.model_dirs)
         self._check_pretrained()
+        self._check_model_args()
         _number("epochs", self.epochs, low=1, integer=True)
         _choice("metric", self.metric, tuple(METRICS))
         check_validation(self.validation)
@@ -356,6 +357,12 @@ class StudySpec:
         if not any(model_source(ref)[0] in HUBS for ref in refs):
             raise SpecError(f"pretrained: {', '.join(refs)} has no pretrained weights: pretrained applies to "
                             "torchvision:NAME and timm:NAME models")
+
+    def _check_model_args(self) -> None:
+        args = [key for key in self.search if key.startswith(MODEL_ARG)]
+        if args and all(model_source(ref)[0] == "builtin" for ref in self.models()):
+            raise SpecError(f"search.{args[0]}: the built-in families ({', '.join(self.models())}) take no arguments "
+                            "but dropout; model.NAME applies to torchvision, timm and your own models")
 
     def models(self) -> list[str]:
         """Every model reference a trial of this spec may build."""

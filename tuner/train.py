@@ -101,15 +101,16 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Images) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on `data`, with one host sync at the end."""
+def evaluate(model: nn.Module, data: Images, mixed_precision: bool = True) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of `model` on `data`, with one host sync at the end; in bf16 on CUDA unless
+    `mixed_precision` is off."""
     model.eval()
     device = data.compute_device
     correct = torch.zeros((), device=device, dtype=torch.int64)
     loss_sum = torch.zeros((), device=device)
     for start in range(0, len(data), EVAL_BATCH):
         x, y = data.take(slice(start, start + EVAL_BATCH))
-        with _autocast(device):
+        with _autocast(device) if mixed_precision else contextlib.nullcontext():
             logits = model(x)
         correct += (logits.argmax(1) == y).sum()
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
@@ -193,6 +194,7 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
 
     # --- final test
     if test:
-        result.test_accuracy, _ = evaluate(run_model, splits.test)
+        # fp32 and the plain module: the model as it is saved, and as `tune predict` and `tune convert` run it
+        result.test_accuracy, _ = evaluate(model, splits.test, mixed_precision=False)
     result.seconds = time.perf_counter() - started
     return result

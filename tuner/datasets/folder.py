@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import PIL
 import torch
 
 from tuner.datasets.images import UnreadableImage, decode, image_suffixes, is_grayscale, open_image, preprocess_record
 from tuner.datasets.splits import Images, Source
+from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.errors import TuneError
 
 CACHE_VERSION = 1  # bump when the cache's content or the decoding rule changes
@@ -56,8 +58,10 @@ class Scan:
 
     @property
     def fingerprint(self) -> str:
-        """A hash of every image file's path, size and modification time: changes whenever the data does."""
-        return hashlib.sha256(json.dumps(sorted(self.stats)).encode()).hexdigest()[:16]
+        """A hash of the layout, the class folders and every image file's path, size and modification time:
+        changes whenever the data does."""
+        content = [self.layout, list(self.classes), self.split_folders, sorted(self.stats)]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()[:16]
 
 
 def _visible(path: Path) -> bool:
@@ -70,6 +74,9 @@ def _subfolders(path: Path) -> list[Path]:
 
 def check_folder(root: Path) -> Path:
     """`root` (with `~` expanded), or one line saying why it cannot be a dataset folder."""
+    if str(root) in TORCHVISION_CLASSES:
+        raise TuneError(f"{root} is a shipped torchvision dataset, not a folder of images: tune data reads folders; "
+                        f"search it with tune start --dataset {root}")
     root = Path(root).expanduser()
     if not root.exists():
         raise TuneError(f"no such folder: {root} (give a folder with one subfolder per class, like {EXAMPLE}, "
@@ -192,23 +199,18 @@ def _parallel(function, items: list, description: str) -> list:
 
 
 def _try(function):
-    def attempt(path: Path):
+    """`function` returning its UnreadableImage instead of raising it, for a parallel map over many files."""
+    def attempt(argument):
         try:
-            return function(path)
+            return function(argument)
         except UnreadableImage as e:
             return e
     return attempt
 
 
 def _decode_all(paths: list[Path], channels: list[int], size: int) -> list[torch.Tensor | UnreadableImage]:
-    return _parallel(_try_decode, [(p, c, size) for p, c in zip(paths, channels, strict=True)], "decoding images")
-
-
-def _try_decode(job: tuple[Path, int, int]) -> torch.Tensor | UnreadableImage:
-    try:
-        return decode(*job)
-    except UnreadableImage as e:
-        return e
+    jobs = [(p, c, size) for p, c in zip(paths, channels, strict=True)]
+    return _parallel(_try(lambda job: decode(*job)), jobs, "decoding images")
 
 
 def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | UnreadableImage:
@@ -266,11 +268,11 @@ def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], 
     sizes = [h.size for h in good_headers]
     meta = {
         "version": CACHE_VERSION,
+        "pillow": PIL.__version__,  # another Pillow may decode (or resize) a file to other pixels
         "root": str(scan.root),
         "layout": scan.layout,
         "split_folders": scan.split_folders,
         "classes": list(scan.classes),
-        "files": [scan.files[i][0] for i, _ in kept],
         "fingerprint": scan.fingerprint,
         "image_size": size,
         "requested_size": image_size,
@@ -305,7 +307,8 @@ def read_cache(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], d
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads(f.metadata()["meta"])
-        if meta.get("version") != CACHE_VERSION or meta.get("fingerprint") != fingerprint:
+        stale = (meta.get("version"), meta.get("pillow"), meta.get("fingerprint"))
+        if stale != (CACHE_VERSION, PIL.__version__, fingerprint):
             return None
         return load_file(str(path)), meta
     except (SafetensorError, OSError, KeyError, ValueError):
@@ -313,18 +316,24 @@ def read_cache(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], d
 
 
 def write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Written whole or not at all: workers starting meanwhile read the old file or the new one."""
+    """Written whole or not at all: workers starting meanwhile read the old file or the new one, and an interrupted
+    write leaves no partial file behind."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
-    partial.replace(path)
+    try:
+        save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
     """(tensors, metadata, whether the cache was fresh) of the folder, decoding it if the cache is missing or stale.
     A cache that cannot be written (read-only disk) costs the next load a decode, nothing else."""
+    from safetensors import SafetensorError
+
     scan = scan_folder(root)
     path = cache_path(scan.root, image_size)
     found = read_cache(path, scan.fingerprint)
@@ -334,15 +343,20 @@ def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, t
     tensors, meta = build(scan, image_size)
     try:
         write_cache(path, tensors, meta)
-    except OSError as e:
-        print(f"warning: cannot write the image cache {path} ({e.strerror}); the next load decodes again",
+    except (OSError, SafetensorError) as e:
+        reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:160]
+        print(f"warning: cannot write the image cache {path} ({reason}); the next load decodes again",
               file=sys.stderr)
     return tensors, {**meta, "cache": str(path)}, False
 
 
 def load(root: str | Path, image_size: int | None = None) -> Source:
     """The folder as a Source: its splits as found (val and test None when the folder has none)."""
-    tensors, meta, fresh = cached(root, image_size)
+    return as_source(*cached(root, image_size))
+
+
+def as_source(tensors: dict[str, torch.Tensor], meta: dict[str, Any], fresh: bool) -> Source:
+    """The cached tensors and metadata of a folder as a Source, checked: every class has training images."""
     parts: dict[str, Images | None] = {}
     for code, name in enumerate(SPLITS):
         members = torch.nonzero(tensors["split"] == code).flatten()

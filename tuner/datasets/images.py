@@ -19,6 +19,9 @@ import torch
 from PIL import Image, ImageOps
 
 RESIZE_RULE = "shorter-side-center-crop"  # the only rule today; recorded so that readers can check it
+# The whole rule, recorded with datasets and saved models for code that prepares images without tune.
+DECODE_RULE = ("tuner.datasets.images v1: Pillow; EXIF orientation; transparency onto white; 16-bit / 257; "
+               "JPEG draft (DCT scaling) to >= the size; ImageOps.fit bilinear to the size (shorter side, center)")
 GRAYSCALE_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 Image.MAX_IMAGE_PIXELS = 2**30  # a 1-gigapixel scan is a big image, not a decompression bomb
 
@@ -29,7 +32,8 @@ class UnreadableImage(Exception):
 
 def preprocess_record(channels: int, size: tuple[int, int] | list[int]) -> dict[str, Any]:
     """How files become a model's input: stored with datasets, exports and weights."""
-    return {"channels": int(channels), "size": [int(size[0]), int(size[1])], "resize": RESIZE_RULE}
+    return {"channels": int(channels), "size": [int(size[0]), int(size[1])], "resize": RESIZE_RULE,
+            "decode": DECODE_RULE}
 
 
 def image_suffixes() -> frozenset[str]:

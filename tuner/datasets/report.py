@@ -8,7 +8,9 @@ from typing import Any
 import torch
 
 from tuner.datasets import folder
-from tuner.datasets.splits import TEST_FRACTION
+from tuner.datasets.splits import TEST_FRACTION, make_splits
+
+DEFAULT_VALIDATION = 0.15  # the default spec's; a spec with another fraction may need more images
 
 
 def _class_counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
@@ -22,6 +24,7 @@ def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, 
     scan = folder.scan_folder(root)
     cache_file = folder.cache_path(scan.root, image_size)
     tensors, meta, fresh = folder.cached(scan.root, image_size)
+    make_splits(folder.as_source(tensors, meta, fresh), DEFAULT_VALIDATION, 0, "cpu", stratified=True)  # or raise
     classes = meta["classes"]
     splits = {}
     for code, name in enumerate(folder.SPLITS):

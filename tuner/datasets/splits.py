@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from tuner.errors import TuneError
+
 # Share of a folder dataset's images held out as its test split when it has no test/ folder (stratified, seed 0).
 TEST_FRACTION = 0.2
 # A CUDA device keeps the dataset in its memory when it takes at most this share of the free memory; else the
@@ -135,13 +137,19 @@ def fits_on(device: torch.device, nbytes: int) -> bool:
 
 
 def place(images: Images, device: torch.device, on_device: bool) -> Images:
-    """`images` on `device`, or kept in host memory (pinned on CUDA) with batches going to `device`."""
-    if on_device:
-        return images.to(device)
-    x, y = images.x, images.y
-    if device.type == "cuda":
-        x, y = x.pin_memory(), y.pin_memory()
-    return Images(x, y, device)
+    """`images` on `device`, or kept in host memory with each batch going to `device` (`Images.take` gathers a
+    batch into new memory and pins that: pinning the whole dataset too would only cost a copy of it)."""
+    return images.to(device) if on_device else Images(images.x, images.y, device)
+
+
+def check_not_empty(source: Source, parts: dict[str, Images]) -> None:
+    """One line when a split came out empty: too few images per class to hold out validation and test images."""
+    empty = [name for name, part in parts.items() if len(part) == 0]
+    if empty:
+        where = source.info.get("root") or source.info.get("name", "the dataset")
+        raise TuneError(f"{where} has too few images to hold out {' and '.join(empty)} images ({len(source.train)} "
+                        f"in train): add images (at least 3 per class without val/ and test/ folders) or val/ and "
+                        "test/ folders of their own")
 
 
 def make_splits(source: Source, validation: float | str, split_seed: int, device: str | torch.device,
@@ -163,6 +171,7 @@ def make_splits(source: Source, validation: float | str, split_seed: int, device
     elif val is None:
         split = stratified_split_off if stratified else split_off
         train, val = split(train, float(validation), split_seed)
+    check_not_empty(source, {"training": train, "validation": val, "test": test})
     if not with_validation and val is not test:
         train, val = _concat(train, val), test
     mean, std = channel_stats(train.x)

@@ -49,7 +49,12 @@ def build_model(config: RunConfig, shape: tuple[int, int, int], num_classes: int
         if config.model_args:
             raise TuneError(f"model {name} takes no arguments (got {', '.join(config.model_args)}): model.NAME "
                             "keys apply to torchvision, timm and your own models")
-        return nn.Sequential(Standardize(mean, std), zoo.FAMILIES[name](shape, num_classes, config.dropout))
+        try:
+            return nn.Sequential(Standardize(mean, std), zoo.FAMILIES[name](shape, num_classes, config.dropout))
+        except RuntimeError as e:  # the features shrink the images to nothing
+            raise TuneError(f"model {name} cannot take {'x'.join(map(str, shape))} images "
+                            f"({str(e).strip().splitlines()[0][:160]}): use larger images (image_size, for folders) "
+                            "or another model") from None
     if source == "torchvision":
         built = hubs.torchvision_model(name, shape, num_classes, config.model_args, config.pretrained, load_pretrained)
     elif source == "timm":

@@ -72,6 +72,8 @@ def torchvision_model(name: str, shape: tuple[int, int, int], num_classes: int, 
     except ValueError:
         raise TuneError(f"model {ref}: torchvision has no model {name!r} (torchvision.models.list_models())") from None
     kwargs = {**TORCHVISION_DEFAULTS.get(name, {}), **kwargs}
+    if pretrained and name in TORCHVISION_DEFAULTS:
+        kwargs.setdefault("transform_input", True)  # as torchvision builds them for their pretrained weights
     try:
         net = builder(weights=None, num_classes=num_classes, **kwargs)
     except TypeError as e:
