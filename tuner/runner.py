@@ -157,7 +157,7 @@ class Session:
 
     study: optuna.Study
     spec: StudySpec
-    splits: Splits
+    splits: Splits | None  # the data of an in-process run; None for a pool, whose workers load their own
     storage_url: str
     explicit_storage: bool  # whether the user named the storage (so printed commands must name it too)
     data_dir: str = ""  # where workers read the dataset
@@ -281,6 +281,9 @@ def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, d
     if seed is not None and study.trials:  # a resumed seeded study continues its sequence, not repeats it
         study.sampler = make_sampler(spec, seed + len(study.trials))
     reap_stale_trials(study)
+    if not in_process:  # checked; each worker reads the cache itself, so the parent need not hold the images
+        splits = None
+        load_splits.cache_clear()
     return Session(study, spec, splits, storage_url or default_storage_url(), storage_url is not None,
                    resolved_dir, device, heartbeat_interval, grace_period, data_dir is not None, command)
 

@@ -23,7 +23,15 @@ from typing import Any
 import PIL
 import torch
 
-from tuner.datasets.images import UnreadableImage, decode, image_suffixes, is_grayscale, open_image, preprocess_record
+from tuner.datasets.images import (
+    UnreadableImage,
+    decode,
+    decode_as_stored,
+    image_suffixes,
+    is_grayscale,
+    open_image,
+    preprocess_record,
+)
 from tuner.datasets.splits import Images, Source
 from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.errors import TuneError
@@ -34,6 +42,7 @@ SPLITS = ("train", "val", "test")
 MAX_DEFAULT_SIZE = 224  # the default image size is the median shorter side, at most this
 MIN_DEFAULT_SIZE = 8
 CACHE_ENV = "TUNE_CACHE_DIR"
+PARALLEL_FILE_BYTES = 12_288  # mean file size from which a thread per core decodes faster (docs/benchmarks.md)
 EXAMPLE = "DIR/cat/1.jpg, DIR/dog/2.jpg"
 
 
@@ -87,21 +96,25 @@ def check_folder(root: Path) -> Path:
     return root.resolve()
 
 
-def _walk_class(scan: Scan, folder: Path, split: str, label: int, suffixes: frozenset[str]) -> None:
-    prefix = str(scan.root) + os.sep  # plain strings, not pathlib: a walk of 100,000 files stays well under a second
-    for directory, subdirs, names in os.walk(folder, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and d != "__MACOSX")
-        for name in sorted(names):
-            if name.startswith("."):
+def _walk_class(scan: Scan, folder: Path | str, split: str, label: int, suffixes: frozenset[str]) -> None:
+    """Every image file below `folder`, in name order. Plain os.scandir, not pathlib: the walk is most of a cached
+    load, and it stays about 5 microseconds a file."""
+    prefix_length = len(str(scan.root)) + 1
+    with os.scandir(folder) as listing:
+        entries = sorted(listing, key=lambda entry: entry.name)
+    for entry in entries:
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            if entry.is_file():
                 scan.ignored["hidden"] += 1
-            elif os.path.splitext(name)[1].lower() not in suffixes:
-                scan.ignored["not an image"] += 1
-            else:
-                path = os.path.join(directory, name)
-                info = os.stat(path)
-                relative = path[len(prefix):]
-                scan.files.append((relative, split, label))
-                scan.stats.append((relative, info.st_size, info.st_mtime_ns))
+        elif entry.is_dir():
+            _walk_class(scan, entry.path, split, label, suffixes)
+        elif os.path.splitext(entry.name)[1].lower() not in suffixes:
+            scan.ignored["not an image"] += 1
+        else:
+            info = entry.stat()
+            relative = entry.path[prefix_length:]
+            scan.files.append((relative, split, label))
+            scan.stats.append((relative, info.st_size, info.st_mtime_ns))
 
 
 def _count_loose_files(scan: Scan, folder: Path, why: str) -> None:
@@ -187,15 +200,23 @@ def _progress(total: int, description: str):
                     console=console, disable=not console.is_terminal or total < 200, transient=True)
 
 
-def _parallel(function, items: list, description: str) -> list:
-    """`function` over `items` on a thread per core (Pillow releases the GIL while it decodes and resizes)."""
+def _parallel(function, items: list, description: str, threads: int = 1) -> list:
+    """`function` over `items`, with a progress bar; on `threads` threads when more than one."""
     results: list = []
-    with _progress(len(items), description) as progress, ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with _progress(len(items), description) as progress, ThreadPoolExecutor(threads) as pool:
         task = progress.add_task(description, total=len(items))
-        for result in pool.map(function, items, chunksize=16):
+        mapped = pool.map(function, items, chunksize=16) if threads > 1 else map(function, items)
+        for result in mapped:
             results.append(result)
             progress.advance(task)
     return results
+
+
+def decode_threads(scan: Scan) -> int:
+    """A thread per core for files big enough that decoding them is most of the work (Pillow releases the GIL
+    while it decodes and resizes); one for small files, whose time is Python's, which threads only contend for."""
+    mean_bytes = sum(size for _, size, _ in scan.stats) / max(1, len(scan.stats))
+    return (os.cpu_count() or 1) if mean_bytes >= PARALLEL_FILE_BYTES else 1
 
 
 def _try(function):
@@ -208,27 +229,26 @@ def _try(function):
     return attempt
 
 
-def _decode_all(paths: list[Path], channels: list[int], size: int) -> list[torch.Tensor | UnreadableImage]:
+def _decode_all(paths: list[Path], channels: list[int], size: int, threads: int) -> list:
     jobs = [(p, c, size) for p, c in zip(paths, channels, strict=True)]
-    return _parallel(_try(lambda job: decode(*job)), jobs, "decoding images")
+    return _parallel(_try(lambda job: decode(*job)), jobs, "decoding images", threads)
 
 
 def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | UnreadableImage:
     """One opening of the file: its header, and the image decoded in its own channel count."""
-    path, size = job
     try:
-        header = _header(path)
-        return header, decode(path, 1 if header.grayscale else 3, size)
+        size, mode, gray, tensor = decode_as_stored(*job)
     except UnreadableImage as e:
         return e
+    return Header(size, mode, gray), tensor
 
 
-def _decode_images(paths: list[Path], image_size: int | None) -> tuple[list, list, int, int]:
+def _decode_images(paths: list[Path], image_size: int | None, threads: int) -> tuple[list, list, int, int]:
     """(headers, decoded tensors or errors, channels, size) of every file. With the size known each file is opened
     once; else a first pass reads the headers for the default size. Grayscale files are decoded again in RGB when
     the folder also has color images: exactly what `tune predict` does with them then."""
     if image_size is not None:
-        probed = _parallel(_probe_and_decode, [(p, image_size) for p in paths], "decoding images")
+        probed = _parallel(_probe_and_decode, [(p, image_size) for p in paths], "decoding images", threads)
         headers = [r[0] if isinstance(r, tuple) else r for r in probed]
         decoded = [r[1] if isinstance(r, tuple) else r for r in probed]
         size = image_size
@@ -240,10 +260,10 @@ def _decode_images(paths: list[Path], image_size: int | None) -> tuple[list, lis
     good = [h for h in headers if isinstance(h, Header)]
     channels = 1 if all(h.grayscale for h in good) else 3
     if decoded is None:
-        decoded = _decode_all(paths, [channels] * len(paths), size)  # unreadable headers fail again, cheaply
+        decoded = _decode_all(paths, [channels] * len(paths), size, threads)  # unreadable ones fail again, cheaply
     elif channels == 3:
         redo = [i for i, h in enumerate(headers) if isinstance(h, Header) and h.grayscale]
-        for i, tensor in zip(redo, _decode_all([paths[i] for i in redo], [3] * len(redo), size), strict=True):
+        for i, tensor in zip(redo, _decode_all([paths[i] for i in redo], [3] * len(redo), size, threads), strict=True):
             decoded[i] = tensor
     return headers, decoded, channels, size
 
@@ -252,7 +272,7 @@ def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], 
     """Decode every image of `scan`: (tensors x, y, split; metadata). Unreadable files are left out and counted."""
     started = time.perf_counter()
     paths = [scan.root / relative for relative, _, _ in scan.files]
-    headers, decoded, channels, size = _decode_images(paths, image_size)
+    headers, decoded, channels, size = _decode_images(paths, image_size, decode_threads(scan))
     kept = [(i, t) for i, t in enumerate(decoded) if isinstance(t, torch.Tensor)]
     unreadable = [str(t) for t in decoded if not isinstance(t, torch.Tensor)]
     if not kept:

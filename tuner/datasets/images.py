@@ -96,14 +96,29 @@ def to_tensor(image: Image.Image, channels: int, size: int | tuple[int, int]) ->
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
 
-def decode(path: str | Path, channels: int, size: int | tuple[int, int]) -> torch.Tensor:
-    """The file at `path` as uint8 (channels, H, W); UnreadableImage if it cannot be decoded."""
+def _with_image(path: str | Path, use):
+    """`use(image)` on the opened file; UnreadableImage if Pillow cannot open or decode it."""
     image = open_image(path)
     try:
         with image:
-            return to_tensor(image, channels, size)
+            return use(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"{path}: {' '.join(str(e).split())[:160]}") from None
+
+
+def decode(path: str | Path, channels: int, size: int | tuple[int, int]) -> torch.Tensor:
+    """The file at `path` as uint8 (channels, H, W); UnreadableImage if it cannot be decoded."""
+    return _with_image(path, lambda image: to_tensor(image, channels, size))
+
+
+def decode_as_stored(path: str | Path, size: int) -> tuple[tuple[int, int], str, bool, torch.Tensor]:
+    """With one opening of the file: its stored (width, height), mode and whether it is grayscale, and the image
+    decoded in its own channel count (1 if grayscale, else 3)."""
+    def use(image: Image.Image) -> tuple[tuple[int, int], str, bool, torch.Tensor]:
+        gray = is_grayscale(image)
+        stored = (image.size, image.mode, gray)
+        return (*stored, to_tensor(image, 1 if gray else 3, size))
+    return _with_image(path, use)
 
 
 def decode_for(path: str | Path, preprocess: dict[str, Any]) -> torch.Tensor:
