@@ -23,6 +23,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.checkpoint import WEIGHTS_FILE, save
+from tuner.errors import one_line
 from tuner.storage import data_home, sqlite_path
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def keep_weights(trial: optuna.Trial, model: nn.Module, value: float, keep_top: 
         artifact_id = _upload(trial, model, value, store, input_info)
         prune_weights(study, keep_top, store)
     except (OSError, SafetensorError) as e:
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        reason = one_line(e) or type(e).__name__
         trial.set_user_attr("weights_error", f"cannot write weights to {artifact_dir_for(storage_url)}: {reason}")
     return artifact_id
 

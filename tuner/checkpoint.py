@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 from tuner.spec import RunConfig, SpecError
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ def read_info(source: str | Path) -> ModelInfo:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        reason = " ".join(str(e).split())[:120]
+        reason = one_line(e, 120)
         raise TuneError(f"{path} is not a safetensors weights file ({reason}): {RUN_HINT}") from None
     config = _json(raw, "config", path)
     shape = tuple(int(n) for n in _json(raw, "input_shape", path))
@@ -189,7 +189,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifi
     try:
         load_into(network, str(weights_path(path)))  # the normalization buffers come with the weights
     except (SafetensorError, RuntimeError) as e:
-        reason = " ".join(str(e).split())[:160]
+        reason = one_line(e, 160)
         raise TuneError(f"{weights_path(path)}: the weights do not fit the model their config builds ({reason})"
                         ) from None
     return Classifier(network, info).eval().to(device)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from tuner.checkpoint import Classifier, load_model, weights_path
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # largest absolute difference of a logit between the file and torch
@@ -135,7 +135,7 @@ def write_onnx(model: Classifier, path: Path, example: torch.Tensor) -> None:
             try:
                 torch.onnx.export(network, (example,), str(path), dynamo=False, dynamic_axes=axes, **names)
             except Exception as e:
-                reason = " ".join(str(e).split())[:200]
+                reason = one_line(e)
                 raise TuneError(f"cannot convert {model.info.config.get('model')} to ONNX ({reason}): try --to "
                                 "torchscript") from None
     proto = onnx.load(str(path))
@@ -149,7 +149,7 @@ def write_torchscript(model: Classifier, path: Path, example: torch.Tensor) -> N
         try:
             traced = torch.jit.trace(model.network, example)
         except Exception as e:
-            reason = " ".join(str(e).split())[:200]
+            reason = one_line(e)
             raise TuneError(f"cannot trace {model.info.config.get('model')} to TorchScript ({reason}): try --to "
                             "onnx") from None
         torch.jit.save(traced, str(path), _extra_files=metadata(model))
@@ -193,7 +193,7 @@ def check(model: Classifier, path: Path, to: str, images: torch.Tensor) -> float
         try:
             got = run(path, batch)
         except Exception as e:
-            reason = " ".join(str(e).split())[:200]
+            reason = one_line(e)
             raise TuneError(f"the converted file {path} fails on a batch of {len(batch)} ({reason})") from None
         if got.shape != expected.shape:
             raise TuneError(f"the converted file gives logits of shape {tuple(got.shape)} for a batch of "

@@ -12,6 +12,12 @@ class TrialFailed(Exception):
     """
 
 
+def one_line(error: BaseException, limit: int | None = 200) -> str:
+    """An exception's message on one line (white space folded), cut to `limit` characters: for error lines."""
+    text = " ".join(str(error).split())
+    return text if limit is None else text[:limit]
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """A signal handler that makes SIGTERM act as Ctrl-C (KeyboardInterrupt), so cleanup code runs."""
     raise KeyboardInterrupt

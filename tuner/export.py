@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 from tuner.spec import RunConfig, SpecError, read_mapping
 from tuner.storage import INPUT_ATTR, public_url
 
@@ -280,5 +280,5 @@ def record_in_note(study, path: Path, trial_number: int) -> str | None:
     try:
         record_export(study, path, trial_number)
     except Exception as e:  # the file is written: a note that cannot be saved must not fail the export
-        return " ".join(str(e).split())[:200]
+        return one_line(e)
     return None

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 from tuner.export import file_safe, write_text
 
 # File stem -> (title, name of the optuna.visualization function).
@@ -83,7 +83,7 @@ def write_pngs(figs: dict, out_dir: Path) -> tuple[list[Path], list[str]]:
         try:
             fig.write_image(str(path))
         except Exception as e:  # kaleido present but cannot render (no browser for kaleido 1.x, say)
-            reason = " ".join(str(e).split())[:200]
+            reason = one_line(e)
             return written, [f"PNG skipped: kaleido could not render ({reason}); wrote HTML only"]
         written.append(path)
     return written, []

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 
 DATASETS = ("fashion-mnist", "mnist", "kmnist", "cifar10")  # torchvision's; any other dataset is a folder path
 MODELS = ("mlp", "cnn", "convnet", "bncnn")  # the built-in families; see `model_source` for the other references
@@ -473,7 +473,7 @@ def read_mapping(path: Path) -> Any:
             return json.loads(text)
         return yaml.load(text, Loader=_Loader)
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        reason = " ".join(str(e).split())
+        reason = one_line(e, None)
         raise SpecError(f"cannot parse {path}: {reason}") from None
 
 

@@ -34,7 +34,7 @@ from tuner.datasets.images import (
 )
 from tuner.datasets.splits import Images, Source
 from tuner.datasets.torchvision import TORCHVISION_CLASSES
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 
 CACHE_VERSION = 1  # bump when the cache's content or the decoding rule changes
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -364,7 +364,7 @@ def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, t
     try:
         write_cache(path, tensors, meta)
     except (OSError, SafetensorError) as e:
-        reason = getattr(e, "strerror", None) or " ".join(str(e).split())[:160]
+        reason = getattr(e, "strerror", None) or one_line(e, 160)
         print(f"warning: cannot write the image cache {path} ({reason}); the next load decodes again",
               file=sys.stderr)
     return tensors, {**meta, "cache": str(path)}, False

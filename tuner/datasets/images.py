@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from tuner.errors import one_line
+
 RESIZE_RULE = "shorter-side-center-crop"  # the only rule today; recorded so that readers can check it
 # The whole rule, recorded with datasets and saved models for code that prepares images without tune.
 DECODE_RULE = ("tuner.datasets.images v1: Pillow; EXIF orientation; transparency onto white; 16-bit / 257; "
@@ -58,7 +60,7 @@ def open_image(path: str | Path) -> Image.Image:
             warnings.simplefilter("ignore")  # Pillow warns about odd EXIF and palette transparency: not errors
             return Image.open(path)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(f"{path}: {' '.join(str(e).split())[:160]}") from None
+        raise UnreadableImage(f"{path}: {one_line(e, 160)}") from None
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -103,7 +105,7 @@ def _with_image(path: str | Path, use):
         with image:
             return use(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(f"{path}: {' '.join(str(e).split())[:160]}") from None
+        raise UnreadableImage(f"{path}: {one_line(e, 160)}") from None
 
 
 def decode(path: str | Path, channels: int, size: int | tuple[int, int]) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from tuner.datasets.splits import Images, Source
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 
 TORCHVISION_CLASSES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10"}
 DATASET_FOLDERS = {"cifar10": "cifar-10-batches-py"}  # where torchvision keeps the files, if not CLASS/raw
@@ -29,7 +29,7 @@ def _torchvision_dataset(dataset: str, root: Path, train: bool):
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             return cls(root=str(root), train=train, download=True)
     except Exception as e:  # URLError, RuntimeError from torchvision's mirrors, OSError on a read-only dir
-        reason = " ".join(str(e).split())[:200]
+        reason = one_line(e)
         raise TuneError(
             f"{dataset} is not in {root} and could not be downloaded ({reason}). "
             f"Put torchvision's files in {root / DATASET_FOLDERS.get(dataset, TORCHVISION_CLASSES[dataset] + '/raw')}"

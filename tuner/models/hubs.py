@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tuner.errors import TuneError
+from tuner.errors import TuneError, one_line
 from tuner.spec import TIMM_INSTALL
 
 # Builder arguments that make a torchvision model a plain classifier (one output in training too).
@@ -97,7 +97,7 @@ def torchvision_state(ref: str, url: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # urllib's, socket's and ssl's errors: no network, or a proxy refusing
         if cached.exists():
             raise
-        reason = " ".join(str(e).split())[:120]
+        reason = one_line(e, 120)
         raise TuneError(f"pretrained weights of {ref} are not cached and cannot be downloaded ({reason}): put "
                         f"{cached.name} (from {url}) in {cached.parent}") from None
 
@@ -143,7 +143,7 @@ def _timm_offline(ref: str, name: str, error: Exception) -> str:
     from huggingface_hub import constants
 
     repo = timm.models.get_pretrained_cfg(name).hf_hub_id or name
-    reason = " ".join(str(error).split())[:120]
+    reason = one_line(error, 120)
     return (f"pretrained weights of {ref} are not cached and cannot be downloaded ({reason}): download "
             f"{repo} (model.safetensors) where there is a network, `huggingface-cli download {repo}`, and copy that "
             f"hub cache to {constants.HF_HUB_CACHE}")
