@@ -23,9 +23,9 @@ from tuner.export import Export, input_of, render, versions, write_text
 from tuner.spec import RunConfig
 
 if TYPE_CHECKING:
-    from torch import nn
+    import torch
 
-    from tuner.datasets import Images, Splits
+    from tuner.datasets import Splits
     from tuner.train import Epoch, FitResult
 
 CONFIG = "config.yaml"
@@ -75,17 +75,12 @@ def cpu_threads(count: Any) -> Iterator[int]:
 
 def data_notes(export: Export, splits: Splits) -> list[str]:
     """Warnings about the data loaded for a replay: a folder whose files changed since the trial, skipped files."""
-    from tuner.datasets.folder import unreadable_warning
+    from tuner.datasets import data_warnings
 
-    notes = []
-    then, now = export.input.get("fingerprint"), splits.info.get("fingerprint")
-    if then and now and then != now:
-        trial = export.provenance.get("trial")
-        which = f"trial {trial}" if trial is not None else "the export"
-        notes.append(f"warning: {splits.info.get('root', export.config.dataset)} changed since {which} was trained "
-                     f"(fingerprint {now}, the export's {then}): the test accuracy will differ from the trial's")
-    skipped = unreadable_warning(splits.info)
-    return notes + ([skipped] if skipped else [])
+    trial = export.provenance.get("trial")
+    since = f"trial {trial} was trained" if trial is not None else "the export"
+    consequence = "the test accuracy will differ from the trial's"
+    return data_warnings(splits, export.input.get("fingerprint"), since, consequence)
 
 
 def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
@@ -94,7 +89,7 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
                  on_note: Callable[[str], None] | None = None) -> TrainedRun:
     """Train `export` (read from `path`) and write the run folder `out_dir`; `on_note` hears warnings about the
     data (see `data_notes`) before training starts."""
-    from tuner.datasets import default_data_dir, load_splits
+    from tuner.datasets import splits_for
     from tuner.train import fit, resolve_device
 
     # --- setup: read and check everything before spending training time
@@ -102,8 +97,7 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(path)
     check_out_dir(out_dir, overwrite)
     torch_device = resolve_device(device)
-    splits = load_splits(config.dataset, str(data_dir or default_data_dir()), config.validation, config.split_seed,
-                         str(torch_device), with_validation=not full_train, image_size=config.image_size)
+    splits = splits_for(config, data_dir, str(torch_device), with_validation=not full_train)
     for note in data_notes(export, splits):
         if on_note is not None:
             on_note(note)
@@ -130,7 +124,7 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
               f"Train it again:  tune train {out_dir / CONFIG}"]
     write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info)))
-    confusion = confusion_matrix(result.model, splits.test, splits.num_classes)
+    confusion = confusion_matrix(splits.test.y, result.test_predicted, splits.num_classes)
     metrics = {
         "test_accuracy": result.test_accuracy,
         "trial_test_accuracy": export.provenance.get("test_accuracy"),
@@ -151,20 +145,13 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     return TrainedRun(out_dir, metrics)
 
 
-def confusion_matrix(model: nn.Module, data: Images, num_classes: int) -> list[list[int]]:
-    """counts[true][predicted] of `model` on `data`, in full precision (as `tune predict` serves it)."""
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] of the final test (`FitResult.test_predicted`: in full precision, as `tune
+    predict` serves the model), so that its diagonal sums to the test accuracy."""
     import torch
 
-    from tuner.train import EVAL_BATCH
-
-    model.eval()
-    counts = torch.zeros(num_classes * num_classes, dtype=torch.int64)
-    with torch.inference_mode():
-        for start in range(0, len(data), EVAL_BATCH):
-            x, y = data.take(slice(start, start + EVAL_BATCH))
-            predicted = model(x).argmax(1)
-            counts += torch.bincount((y * num_classes + predicted).cpu(), minlength=num_classes * num_classes)
-    return counts.view(num_classes, num_classes).tolist()
+    pairs = labels.cpu() * num_classes + predicted.cpu()
+    return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes).tolist()
 
 
 def per_class_accuracy(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, float | None]:

@@ -18,8 +18,7 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from tuner.datasets import Splits, default_data_dir, is_folder, load_splits
-from tuner.datasets.folder import unreadable_warning
+from tuner.datasets import Splits, data_warnings, default_data_dir, is_folder, load_splits, splits_for
 from tuner.errors import TuneError, raise_interrupt
 from tuner.objective import Objective
 from tuner.samplers import make_pruner, make_sampler
@@ -214,10 +213,6 @@ def _domain_text(domain) -> str:
     return str(list(domain.values)) if isinstance(domain, Choices) else f"[{domain.low}, {domain.high}]"
 
 
-def _load_data(spec: StudySpec, data_dir: str, device: str) -> Splits:
-    return load_splits(spec.dataset, data_dir, spec.validation, spec.split_seed, device, image_size=spec.image_size)
-
-
 def _data_device(device: str, in_process: bool) -> str:
     """Where `prepare` loads the data: the training device for an in-process run, else the CPU, only to check it
     (each worker process loads its own copy)."""
@@ -253,28 +248,17 @@ def check_models(spec: StudySpec, splits: Splits) -> None:
         build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
 
 
-def data_warnings(study: optuna.Study, splits: Splits) -> list[str]:
-    """Lines about the data a run is about to train on: images it skipped, and a folder that changed since the
-    study last recorded it (new trials would see other images than the earlier ones)."""
-    lines = [line for line in [unreadable_warning(splits.info)] if line]
-    recorded = (study.user_attrs.get(INPUT_ATTR) or {}).get("fingerprint")
-    current = splits.info.get("fingerprint")
-    if recorded and current and recorded != current:
-        lines.append(f"warning: {splits.info.get('root')} changed since study {study.study_name!r} recorded it "
-                     "(files added, removed or modified): new trials train and select on other images than the "
-                     "earlier ones; use a new --study NAME to compare like with like")
-    return lines
-
-
 def _session(study: optuna.Study, spec: StudySpec, *, storage_url: str | None, data_dir: str | None, device: str,
              seed: int | None, in_process: bool, heartbeat_interval: int | None, grace_period: int | None,
              command: str) -> Session:
     """Load the data (cached: checked already), reseed a resumed seeded study, and fail the trials of workers
     that died meanwhile."""
     resolved_dir = str(data_dir or default_data_dir())
-    splits = _load_data(spec, resolved_dir, _data_device(device, in_process))
-    check_same_input(spec.name, study.user_attrs.get(INPUT_ATTR), splits)
-    for warning in data_warnings(study, splits):
+    splits = splits_for(spec, resolved_dir, _data_device(device, in_process))  # loaded and checked already
+    recorded = (study.user_attrs.get(INPUT_ATTR) or {}).get("fingerprint")
+    consequence = ("new trials train and select on other images than the earlier ones; use a new --study NAME to "
+                   "compare like with like")
+    for warning in data_warnings(splits, recorded, f"study {study.study_name!r} recorded it", consequence):
         print(warning, file=sys.stderr)
     if INPUT_ATTR not in study.user_attrs:  # what the study was created on; later runs are compared with it
         study.set_user_attr(INPUT_ATTR, {**splits.input_info(), "dataset": spec.dataset})
@@ -302,12 +286,13 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
                            grace_period=grace_period)
     spec = resolve_spec(storage, study_name, spec_file, **overrides)
     sampler, pruner = make_sampler(spec, seed), make_pruner(spec)
-    stored = stored_spec(load_study(spec.name, storage)) if spec.name in study_names(storage) else None
+    existing = load_study(spec.name, storage) if spec.name in study_names(storage) else None
+    stored = stored_spec(existing) if existing is not None else None
     if stored is not None:
         check_resume(spec.name, stored, spec)
-    splits = _load_data(spec, str(data_dir or default_data_dir()), _data_device(device, in_process))  # before the study
-    if stored is not None:
-        check_same_input(spec.name, load_study(spec.name, storage).user_attrs.get(INPUT_ATTR), splits)
+    splits = splits_for(spec, data_dir, _data_device(device, in_process))  # before the study
+    if existing is not None:
+        check_same_input(spec.name, existing.user_attrs.get(INPUT_ATTR), splits)
     check_models(spec, splits)
     study = create_or_load_study(spec.name, spec, storage, sampler, pruner)
     if stored is not None and stored != spec:
@@ -333,6 +318,8 @@ def join(*, study_name: str, storage_url: str | None, data_dir: str | None, devi
         raise TuneError(f"study {study_name!r} was not created by `tune start` (it stores no spec): "
                         "run it with `tune start --study NAME --spec FILE` instead")
     study = load_study(study_name, storage, sampler=make_sampler(spec, seed), pruner=make_pruner(spec))
+    splits = splits_for(spec, data_dir, _data_device(device, in_process))
+    check_same_input(study_name, study.user_attrs.get(INPUT_ATTR), splits)  # this machine's copy of a folder
     return _session(study, spec.replace(name=study_name), storage_url=storage_url, data_dir=data_dir, device=device,
                     seed=seed, in_process=in_process, heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period, command="worker")

@@ -336,7 +336,7 @@ def training_objective(job: WorkerJob) -> Objective:
     """The real objective: load the data once for this process (load_splits is cached) and train each trial."""
     import torch
 
-    from tuner.datasets import load_splits
+    from tuner.datasets import splits_for
     from tuner.objective import Objective as TrainingObjective
     from tuner.spec import StudySpec
     from tuner.train import resolve_device
@@ -344,8 +344,7 @@ def training_objective(job: WorkerJob) -> Objective:
     torch.set_num_threads(job.threads)
     spec = StudySpec.from_dict(job.spec)
     device = resolve_device(job.device)
-    splits = load_splits(spec.dataset, job.data_dir, spec.validation, spec.split_seed, str(device),
-                         image_size=spec.image_size)
+    splits = splits_for(spec, job.data_dir, str(device))
     return TrainingObjective(spec, splits, job.seed, keep_top=job.keep_top)
 
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import Any
 
 from tuner.datasets.splits import Images, Source, Splits, make_splits
 from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.errors import TuneError
 
-__all__ = ["Images", "Source", "Splits", "default_data_dir", "is_folder", "load_source", "load_splits"]
+__all__ = ["Images", "Source", "Splits", "data_warnings", "default_data_dir", "is_folder", "load_source", "load_splits",
+           "splits_for"]
 
 
 def default_data_dir() -> Path:
@@ -59,3 +61,24 @@ def load_splits(dataset: str, data_dir: str, validation: float | str, split_seed
     """
     source = load_source(dataset, data_dir, image_size)
     return make_splits(source, validation, split_seed, device, with_validation, stratified=is_folder(dataset))
+
+
+def splits_for(run: Any, data_dir: str | Path | None, device: str, with_validation: bool = True) -> Splits:
+    """`load_splits` for a study spec or a run config: both name the dataset, image size, validation and split
+    seed the same way, so a trial, a worker and `tune train` load the very same splits."""
+    return load_splits(run.dataset, str(data_dir or default_data_dir()), run.validation, run.split_seed, device,
+                       with_validation, run.image_size)
+
+
+def data_warnings(splits: Splits, recorded_fingerprint: str | None, since: str, consequence: str) -> list[str]:
+    """Lines about data just loaded: a folder whose files changed `since` (its fingerprint then was
+    `recorded_fingerprint`), saying the `consequence`, and the images skipped as unreadable."""
+    from tuner.datasets.folder import unreadable_warning
+
+    lines = []
+    current = splits.info.get("fingerprint")
+    if recorded_fingerprint and current and recorded_fingerprint != current:
+        lines.append(f"warning: {splits.info.get('root')} changed since {since} (fingerprint {current}, then "
+                     f"{recorded_fingerprint}: files added, removed or modified): {consequence}")
+    skipped = unreadable_warning(splits.info)
+    return lines + ([skipped] if skipped else [])
