@@ -53,9 +53,9 @@ def dataloader_epoch(root: Path, size: int, workers: int, batch_size: int) -> in
 
 
 def tune_first_load(root: Path, size: int) -> int:
-    from tuner.datasets import folder
+    from tuner.datasets import cache, folder
 
-    for stale in folder.cache_dir().glob("*.safetensors"):
+    for stale in cache.cache_dir().glob("*.safetensors"):
         stale.unlink()
     tensors, _, fresh = folder.cached(root, size)
     assert not fresh

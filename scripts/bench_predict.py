@@ -34,10 +34,10 @@ import torch
 from PIL import Image
 
 import tuner
-from tuner import checkpoint
-from tuner.convert import convert
 from tuner.datasets.images import preprocess_record
 from tuner.models import build_model
+from tuner.ship import checkpoint
+from tuner.ship.convert import convert
 from tuner.spec import RunConfig
 from tuner.train import resolve_device
 
@@ -52,7 +52,7 @@ def synchronize(device: torch.device) -> None:
 def fashion_folder(root: Path, data_dir: str | None, count: int) -> tuple[Path, tuple[str, ...]]:
     """`count` Fashion-MNIST images (cycled) as PNGs in root/<class>/."""
     from tuner.datasets.torchvision import load_images
-    from tuner.synthetic import make_images
+    from tuner.testing import make_images
 
     if data_dir:
         train, classes = load_images("fashion-mnist", data_dir, train=True)
@@ -136,7 +136,7 @@ def baseline(run: Path, folder: Path, device: torch.device, workers: int) -> tup
 
 def decoded(run: Path, folder: Path) -> torch.Tensor:
     from tuner.datasets.images import decode_for
-    from tuner.inference import image_files
+    from tuner.ship.inference import image_files
 
     model = tuner.load_model(run)
     return torch.stack([decode_for(f, model.info.preprocess) for f, _ in image_files([folder], model.classes)])

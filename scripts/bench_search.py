@@ -36,10 +36,10 @@ from torch import nn
 
 from tuner.datasets import Splits, load_splits
 from tuner.datasets.splits import split_off
-from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.models import build_model
 from tuner.spec import RunConfig, StudySpec
-from tuner.synthetic import write_idx_dataset
+from tuner.spec.refs import BENCHMARKS
+from tuner.testing import write_idx_dataset
 from tuner.train import fit, make_optimizer, make_scheduler, resolve_device
 
 
@@ -55,7 +55,7 @@ def baseline_fit(config: RunConfig, data_dir: str, splits: Splits, device: torch
     import torchvision
     from torchvision import transforms
 
-    dataset_cls = getattr(torchvision.datasets, TORCHVISION_CLASSES[config.dataset])
+    dataset_cls = getattr(torchvision.datasets, BENCHMARKS[config.dataset].torchvision_class)
     # The tutorials normalize in the transform pipeline, per image; tune's models do it on the batch.
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(splits.mean, splits.std)])
     full = dataset_cls(data_dir, train=True, download=False, transform=transform)
@@ -212,9 +212,9 @@ def study_rate(kind: str, spec: StudySpec, data_dir: str, splits: Splits, device
     """Trials per hour of one pruned study run for `seconds`, with tune's objective or the tutorial's."""
     import optuna
 
-    from tuner.objective import Objective
-    from tuner.samplers import make_pruner, make_sampler
-    from tuner.space import sample_config
+    from tuner.search.objective import Objective
+    from tuner.search.samplers import make_pruner, make_sampler
+    from tuner.search.space import sample_config
 
     def tutorial_objective(trial: optuna.Trial) -> float:
         config = sample_config(trial, spec, seed + trial.number)
@@ -263,7 +263,7 @@ def main() -> None:
 
     device = resolve_device(args.device)
     data_dir = args.data_dir
-    if data_dir is None or not (Path(data_dir) / TORCHVISION_CLASSES[args.dataset] / "raw").exists():
+    if data_dir is None or not (Path(data_dir) / BENCHMARKS[args.dataset].files).exists():
         data_dir = str(write_idx_dataset(tempfile.mkdtemp(prefix="tune-bench-"), args.dataset,
                                          n_train=args.synthetic_size, n_test=10_000, noise=0.8))
         print(f"data: synthetic {args.synthetic_size} training images in {data_dir}")

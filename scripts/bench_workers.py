@@ -25,8 +25,8 @@ from pathlib import Path
 
 import optuna
 
+from tuner.search.trial_loop import Budget
 from tuner.storage import open_storage
-from tuner.workers import Budget
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 REPO = Path(__file__).resolve().parents[1]

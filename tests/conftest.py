@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tuner.cli import main
-from tuner.synthetic import write_idx_dataset
+from tuner.testing import write_idx_dataset
 
 MINI_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist-mini"
 POSTGRES_ADMIN_URL = os.environ.get("TUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

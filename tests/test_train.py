@@ -9,7 +9,8 @@ import tuner.train
 from tuner.datasets import load_splits
 from tuner.errors import TuneError
 from tuner.models import build_model
-from tuner.spec import MODELS, RunConfig
+from tuner.spec import RunConfig
+from tuner.spec.refs import MODELS
 from tuner.train import Diverged, fit, resolve_device
 
 

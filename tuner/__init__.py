@@ -10,15 +10,19 @@ For code that uses a trained model (torch is imported on first use, so `import t
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tuner.checkpoint import Classifier
-    from tuner.inference import Predictions
+    from tuner.ship.checkpoint import Classifier
+    from tuner.ship.inference import Predictions
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("tune")
+except PackageNotFoundError:  # run from a source tree that pip has not installed
+    __version__ = "0+unknown"
 __all__ = ["__version__", "load_model", "predict"]
 
 
@@ -26,7 +30,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Classifier:
     """The model saved at `path` (a run folder from `tune train`, or a .safetensors file), rebuilt from its
     metadata, in eval mode on `device`: an `nn.Module` from uint8 images (N, C, H, W) to logits, with `.classes`,
     `.input_shape` and `.info` (config, preprocessing)."""
-    from tuner.checkpoint import load_model as load
+    from tuner.ship.checkpoint import load_model as load
 
     return load(path, device)
 
@@ -36,6 +40,6 @@ def predict(model: Classifier | str | Path, images: Any, *, top_k: int = 1, devi
     """Label `images` (image files, folders walked recursively, or a uint8 tensor (N, C, H, W) at the model's input
     shape) with `model`; files are prepared exactly as the training images were. Returns the predictions in input
     order (`.path`, `.class_name`, `.probability`, `.top`); unreadable files are listed in `.skipped`."""
-    from tuner.inference import predict as run
+    from tuner.ship.inference import predict as run
 
     return run(model, images, top_k=top_k, device=device, batch_size=batch_size)

@@ -1,14 +1,18 @@
-"""The one exception type a user can cause: the CLI prints its message as one line and exits 2."""
+"""The exceptions a user can cause: the CLI prints their message as one line and exits 2."""
 
 
 class TuneError(Exception):
     """A problem with the user's input or environment; the message says what is wrong and how to fix it."""
 
 
+class SpecError(TuneError):
+    """A study spec, run config or one of their values that tune cannot use."""
+
+
 class TrialFailed(Exception):
     """A trial that cannot finish (out of memory, diverged without pruning); the study goes on.
 
-    The reason is stored on the trial as the user attr `fail_reason`.
+    The reason is stored on the trial as the user attr `reason` (tuner.record.REASON).
     """
 
 

@@ -1,38 +1,41 @@
-"""Where studies live: storage URLs (the embedded SQLite default, PostgreSQL), and study create / load."""
+"""Where studies live: storage URLs (the embedded SQLite default, PostgreSQL); opening a storage, creating and
+loading a study in it. What tune records on a study is tuner.record's."""
 
 from __future__ import annotations
 
 import os
 import re
 import sqlite3
-import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TuneError
-from tuner.spec import StudySpec
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-# tune reports each trial itself (with the reason of a failure); Optuna's per-trial log lines, its tracebacks of
-# trials failed on purpose (Ctrl-C, out of memory) and its notes on experimental features are noise here.
-optuna.logging.set_verbosity(optuna.logging.ERROR)
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    from tuner.spec import StudySpec
 
 SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
-SPEC_ATTR = "spec"  # study user attr holding the spec the study was created with
-INPUT_ATTR = "input"  # study and trial user attr: image shape, class names, preprocessing, data fingerprint
-WORKER_ATTR = "worker"  # trial user attr: "host:pid" of the process that runs it
 HEARTBEAT_INTERVAL = 10  # seconds between a running trial's heartbeats
 GRACE_PERIOD = 60  # seconds without a heartbeat after which a RUNNING trial is failed and retried
 MAX_RETRY = 3  # retries of a trial whose worker died, with the same params
 # Connections per process: its main thread and its heartbeat thread each hold at most one at a time.
 POOL_SIZE, MAX_OVERFLOW = 2, 2
+
+
+def quiet_optuna() -> None:
+    """Set by each process's entry point (the CLI, a spawned worker): tune reports each trial itself, with the
+    reason of a failure, so Optuna's per-trial log lines, its tracebacks of trials failed on purpose (Ctrl-C, out
+    of memory) and its notes on experimental features are noise."""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
 def data_home() -> Path:
@@ -164,27 +167,6 @@ def reap_stale_trials(study: optuna.Study) -> list[int]:
     return sorted(running - still)
 
 
-def fail_trials_of(study: optuna.Study, worker: str, *, retry: bool) -> list[int]:
-    """Fail the RUNNING trials recorded as run by `worker` ("host:pid", a process known to be dead) at once,
-    without waiting for their heartbeat to go stale; with `retry`, queue each again with the same params through
-    the storage's RetryHeartbeatStaleTrialCallback, as a stale heartbeat would. Returns their numbers."""
-    storage = study._storage
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial.user_attrs.get(WORKER_ATTR) != worker:
-            continue
-        try:  # FrozenTrial has no public id; optuna's own fail_stale_trials uses the same storage calls
-            if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
-                failed.append(trial)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue  # it finished, or someone else failed it, meanwhile
-    callback = storage.get_heartbeat_stale_trial_callback() if retry else None
-    for trial in failed:
-        if callback is not None:
-            callback(study, storage.get_trial(trial._trial_id))
-    return [t.number for t in failed]
-
-
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
@@ -198,26 +180,28 @@ def load_study(name: str, storage: optuna.storages.BaseStorage, **kwargs) -> opt
     return optuna.load_study(study_name=name, storage=storage, **kwargs)
 
 
-def stored_spec(study: optuna.Study) -> StudySpec | None:
-    """The spec a study was created with, if tune created it."""
-    raw = study.user_attrs.get(SPEC_ATTR)
-    return StudySpec.from_dict(raw) if raw is not None else None
+def find_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any) -> optuna.Study | None:
+    """Study `name` if the storage has it, else None (one listing of the storage)."""
+    if name not in study_names(storage):
+        return None
+    return optuna.load_study(study_name=name, storage=storage, **kwargs)
 
 
-def create_or_load_study(name: str, spec: StudySpec, storage: optuna.storages.BaseStorage,
-                         sampler: optuna.samplers.BaseSampler,
-                         pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """The study `name`, created with `spec` (stored in the study) unless it exists already."""
-    exists = name in study_names(storage)
+def create_study(name: str, spec: StudySpec, storage: optuna.storages.BaseStorage,
+                 sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
+    """Study `name` for `spec` (load_if_exists: another invocation may have created it meanwhile), its metric
+    named so that optuna-dashboard labels its axes with it, not "Objective 0". The spec is the caller's to record
+    (tuner.record.record_spec)."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
                                 direction=spec.direction, load_if_exists=True)
-    if study.direction.name.lower() != spec.direction:
-        raise TuneError(f"study {name!r} is a {study.direction.name.lower()} study but the spec's metric "
-                        f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")
-    if not study.metric_names:  # optuna-dashboard labels its axes with it, not "Objective 0"
+    check_direction(study, spec)
+    if not study.metric_names:
         study.set_metric_names([f"val_{spec.metric}"])
-    if not exists or SPEC_ATTR not in study.user_attrs:
-        study.set_user_attr(SPEC_ATTR, spec.to_dict())
-        from tuner.notes import record_spec  # the dashboard shows the spec as the study's note
-        record_spec(study, spec)
     return study
+
+
+def check_direction(study: optuna.Study, spec: StudySpec) -> None:
+    """A study runs one direction: a spec whose metric goes the other way is refused."""
+    if study.direction.name.lower() != spec.direction:
+        raise TuneError(f"study {study.study_name!r} is a {study.direction.name.lower()} study but the spec's metric "
+                        f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from tuner import __version__
 from tuner.cli.common import TuneGroup
 from tuner.cli.dashboard import dashboard
 from tuner.cli.data import data
@@ -15,7 +14,7 @@ from tuner.cli.workers import COMMANDS as WORKER_COMMANDS
 
 
 @click.group(cls=TuneGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="tune")
+@click.version_option(package_name="tune", prog_name="tune")
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors instead of one line.")
 def main(debug: bool) -> None:
     """Hyperparameter search for PyTorch image classifiers on Optuna.
@@ -26,6 +25,9 @@ def main(debug: bool) -> None:
     Inspect:     tune ls; tune show fashion-mnist
     Ship:        tune export NAME -o best.yaml; tune train best.yaml; tune predict runs/best IMAGES
     """
+    from tuner.storage import quiet_optuna
+
+    quiet_optuna()
 
 
 main.add_command(start)

@@ -25,7 +25,7 @@ def dashboard(storage: str | None, host: str, port: int, open_browser: bool) -> 
       tune dashboard --open
       tune dashboard --storage postgresql://postgres@db:5432/tune --port 8081
     """
-    from tuner import dashboard as board
+    from tuner.look import dashboard as board
     from tuner.storage import default_storage_url
 
     host = host.strip("[]")

@@ -1,7 +1,7 @@
 """Looking at studies from the terminal: `tune ls`, `show`, `trials`, `best`, `plot`, `delete`.
 
 The four commands that read take `--format table|json|csv`: tables for people, JSON or CSV on stdout for scripts,
-with every message on stderr. The data they print comes from `tuner.inspect`; this module only lays it out.
+with every message on stderr. The data they print comes from `tuner.look.inspect`; this module only lays it out.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import click
 from tuner.cli import output
 from tuner.cli.common import storage_option
 from tuner.cli.output import emit, format_option, study_argument
+from tuner.record import TEST_ATTR
 
 
 def trials_table(rows: list[dict[str, Any]], title: str | None = None):
@@ -25,7 +26,7 @@ def trials_table(rows: list[dict[str, Any]], title: str | None = None):
         table.add_column(header, justify="left" if header in ("state", *params) else "right")
     for row in rows:
         table.add_row(str(row["number"]), row["state"], output.text(row["value"]),
-                      output.text(row["user_attrs"].get("test_accuracy")), str(row["epochs"]),
+                      output.text(row["user_attrs"].get(TEST_ATTR)), str(row["epochs"]),
                       output.seconds(row["duration"]),
                       *(output.text(row["params"].get(name)) for name in params))
     return table
@@ -36,8 +37,7 @@ def _states_text(states: dict[str, int]) -> str:
 
 
 def _storage_url(storage: str | None) -> str:
-    from tuner.export import public_url
-    from tuner.storage import default_storage_url
+    from tuner.storage import default_storage_url, public_url
 
     return public_url(storage or default_storage_url())
 
@@ -56,7 +56,7 @@ def ls(storage: str | None, fmt: str) -> None:
       tune ls --format json | jq -r '.[].name'
       tune ls --storage postgresql://postgres@db:5432/tune --format csv > studies.csv
     """
-    from tuner.inspect import read_storage, study_rows
+    from tuner.look.inspect import read_storage, study_rows
 
     rows = study_rows(read_storage(storage))
     if not rows:
@@ -94,7 +94,7 @@ def show(name: str, storage: str | None, top: int, fmt: str) -> None:
       tune show fashion-mnist
       tune show fashion-mnist --top 10 --format json | jq .importances
     """
-    from tuner.inspect import open_study, study_detail
+    from tuner.look.inspect import open_study, study_detail
 
     detail = study_detail(open_study(name, storage), top)
     emit(fmt, detail, lambda: print_detail(detail), rows=False)
@@ -114,14 +114,14 @@ def print_detail(detail: dict[str, Any]) -> None:
         console.print("Best: no completed trial yet")
     else:
         console.print(f"Best: trial {best['number']}, value {output.text(best['value'])}, test accuracy "
-                      f"{output.text(best['user_attrs'].get('test_accuracy'))}, {best['epochs']} epochs in "
+                      f"{output.text(best['user_attrs'].get(TEST_ATTR))}, {best['epochs']} epochs in "
                       f"{output.seconds(best['duration'])}")
         console.print("  " + " ".join(f"{k}={output.text(v)}" for k, v in best["params"].items()))
         if detail.get("model"):
             console.print(f"  model {detail['model']}", highlight=False)
         for model_ref, row in (detail.get("best_per_model") or {}).items():
             console.print(f"Best {model_ref}: trial {row['number']}, value {output.text(row['value'])}, test accuracy "
-                          f"{output.text(row['user_attrs'].get('test_accuracy'))}", highlight=False)
+                          f"{output.text(row['user_attrs'].get(TEST_ATTR))}", highlight=False)
         console.print(trials_table(detail["top"], f"Top {len(detail['top'])} completed trials"))
     console.print(pruning_line(detail["pruning"]))
     if not detail["importances"]:
@@ -169,7 +169,7 @@ def trials(name: str, storage: str | None, states: str | None, sort: str, limit:
       tune trials fashion-mnist --sort value --limit 10
       tune trials fashion-mnist --state complete,pruned --format csv > trials.csv
     """
-    from tuner.inspect import open_study, parse_states, trial_rows
+    from tuner.look.inspect import open_study, parse_states, trial_rows
 
     wanted = parse_states(states)
     rows = trial_rows(open_study(name, storage), wanted, sort, limit)
@@ -190,7 +190,7 @@ def best(name: str, storage: str | None, fmt: str) -> None:
       tune best fashion-mnist
       tune best fashion-mnist --format json | jq .params
     """
-    from tuner.inspect import best_trial, open_study, trial_row
+    from tuner.look.inspect import best_trial, open_study, trial_row
 
     row = trial_row(best_trial(open_study(name, storage)))
 
@@ -200,7 +200,7 @@ def best(name: str, storage: str | None, fmt: str) -> None:
         out = Table(title=f"Best trial of {name}", title_justify="left", show_header=False)
         out.add_column("field")
         out.add_column("value")
-        test = row["user_attrs"].get("test_accuracy")
+        test = row["user_attrs"].get(TEST_ATTR)
         for field, value in (("trial", row["number"]), ("value", row["value"]), ("test accuracy", test),
                              ("epochs", row["epochs"]), ("duration", output.seconds(row["duration"])),
                              *row["params"].items()):
@@ -226,8 +226,8 @@ def plot(name: str, storage: str | None, out_dir: str | None) -> None:
       tune plot fashion-mnist
       tune plot fashion-mnist -o report/ && xdg-open report/index.html
     """
-    from tuner.inspect import open_study
-    from tuner.plots import default_plot_dir, write_plots
+    from tuner.look.inspect import open_study
+    from tuner.look.plots import default_plot_dir, write_plots
 
     files = write_plots(open_study(name, storage), Path(out_dir) if out_dir else default_plot_dir(name))
     for note in files.notes:
@@ -247,7 +247,7 @@ def delete(name: str, storage: str | None, yes: bool) -> None:
       tune delete old-study
       tune delete old-study --yes --storage sqlite:///studies.db
     """
-    from tuner.inspect import delete_study, read_storage
+    from tuner.look.inspect import delete_study, read_storage
     from tuner.storage import load_study
 
     storage_obj = read_storage(storage)

@@ -18,7 +18,7 @@ FORMATS = ("table", "json", "csv")
 def complete_study_name(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Study names in the storage (from --storage or TUNE_STORAGE if given before NAME) for shell completion."""
     try:
-        from tuner.inspect import read_storage
+        from tuner.look.inspect import read_storage
         from tuner.storage import study_names
 
         names = study_names(read_storage(ctx.params.get("storage")))

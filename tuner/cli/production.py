@@ -38,8 +38,8 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
       tune export fashion-mnist --trial 12 --with-weights -o prod/fmnist.yaml
       tune export fashion-mnist -o - | less
     """
-    from tuner import export as exports
-    from tuner.inspect import best_trial, get_trial, open_study
+    from tuner.look.inspect import best_trial, get_trial, open_study
+    from tuner.ship import export as exports
     from tuner.storage import default_storage_url
 
     study = open_study(name, storage)
@@ -86,8 +86,8 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
       tune export fashion-mnist -o best.yaml && tune train best.yaml
       tune train best.yaml --full-train --epochs 20 --out runs/fmnist-prod --device cuda
     """
-    from tuner import production
-    from tuner.export import read_export
+    from tuner.ship import production
+    from tuner.ship.export import read_export
 
     exported = read_export(file)
     for note in production.replay_notes(exported):
@@ -169,7 +169,7 @@ def predict(source: str, inputs: tuple[str, ...], top_k: int, fmt: str, device: 
       tune predict best.safetensors cat.jpg dog.png --format json
     """
     from tuner.errors import TuneError
-    from tuner.inference import predict as label
+    from tuner.ship.inference import predict as label
 
     result = label(source, list(inputs), top_k=top_k, device=device, batch_size=batch_size)
     if not result.items and len(result.skipped) == 1:
@@ -252,7 +252,7 @@ def convert(source: str, to: str, output: str | None, data_dir: str | None, imag
       tune convert runs/best --to onnx
       tune convert runs/best --to torchscript -o serve/model.pt --images data/test
     """
-    from tuner.convert import convert as run_convert
+    from tuner.ship.convert import convert as run_convert
 
     converted = run_convert(source, to, output, data_dir=data_dir, images=list(images) or None)
     engine = "ONNX Runtime" if to == "onnx" else "torch.jit.load"

@@ -6,7 +6,8 @@ import click
 
 from tuner.cli.common import data_dir_option, device_option, image_size_option, keep_top_option, storage_option
 from tuner.cli.workers import heartbeat, run_and_report, worker_options
-from tuner.spec import PRUNERS, SAMPLERS, dataset_ref, locate_models
+from tuner.spec import PRUNERS, SAMPLERS
+from tuner.spec.refs import dataset_ref, locate_models
 
 
 @click.command()
@@ -54,14 +55,13 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
       tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
     """
-    from tuner import runner
-    from tuner.workers import plan_workers
+    from tuner.search import session as sessions
+    from tuner.search.gpus import plan_workers
 
     slots = plan_workers(workers, gpus, per_gpu)
     models = {"model": model, "model_dirs": locate_models([model])} if model else {}
-    session = runner.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
-                             device=device, seed=seed, dataset=dataset_ref(dataset), image_size=image_size,
-                             epochs=epochs, sampler=sampler, pruner=pruner,
-                             compile=compile_model, in_process=slots == [None], **models,
-                             **heartbeat(heartbeat_interval, grace_period))
+    session = sessions.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
+                               device=device, seed=seed, dataset=dataset_ref(dataset), image_size=image_size,
+                               epochs=epochs, sampler=sampler, pruner=pruner, compile=compile_model,
+                               in_process=slots == [None], **models, **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

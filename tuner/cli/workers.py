@@ -46,7 +46,7 @@ def local_weights_warning(storage_url: str, keep_top: int) -> str | None:
     TUNE_ARTIFACTS): the dashboard, elsewhere, cannot serve them."""
     from urllib.parse import urlsplit
 
-    from tuner.artifacts import ARTIFACTS_ENV, artifact_dir_for
+    from tuner.ship.artifacts import ARTIFACTS_ENV, artifact_dir_for
 
     if keep_top <= 0 or os.environ.get(ARTIFACTS_ENV) or urlsplit(storage_url).scheme == "sqlite":
         return None
@@ -57,8 +57,8 @@ def local_weights_warning(storage_url: str, keep_top: int) -> str | None:
 def run_and_report(session, slots: list[str | None], *, trials: int, timeout: float | None, seed: int | None,
                    keep_top: int) -> None:
     """Run the trials, then print the summary; on Ctrl-C/SIGTERM print how to resume and exit 130."""
-    from tuner import runner
-    from tuner.workers import WorkersFailed
+    from tuner.search import runner
+    from tuner.search.pool import WorkersFailed
 
     try:
         runner.run(session, slots, n_trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
@@ -95,11 +95,11 @@ def worker(name: str, storage: str | None, trials: int, timeout: float | None, d
       tune worker fashion-mnist --storage postgresql://tune@db:5432/tune --gpus 0,1,2,3 --trials 40
       tune worker fashion-mnist --storage postgresql://tune@db:5432/tune --gpus 0 --per-gpu 2
     """
-    from tuner import runner
-    from tuner.workers import plan_workers
+    from tuner.search import session as sessions
+    from tuner.search.gpus import plan_workers
 
     slots = plan_workers(workers, gpus, per_gpu)
-    session = runner.join(study_name=name, storage_url=storage, data_dir=data_dir, device=device, seed=seed,
+    session = sessions.join(study_name=name, storage_url=storage, data_dir=data_dir, device=device, seed=seed,
                           in_process=slots == [None], **heartbeat(heartbeat_interval, grace_period))
     warning = local_weights_warning(session.storage_url, keep_top)
     if warning:
@@ -123,7 +123,7 @@ def status(name: str, storage: str | None, once: bool, output: str) -> None:
     """
     from rich.console import Console
 
-    from tuner import status as view
+    from tuner.look import status as view
     from tuner.storage import close_storage, load_study, open_existing_storage
 
     storage_ = open_existing_storage(storage)

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from tuner.datasets.splits import Images, Source, Splits, make_splits
-from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.errors import TuneError
+from tuner.spec.refs import is_folder
 
 __all__ = ["Images", "Source", "Splits", "data_warnings", "default_data_dir", "is_folder", "load_source", "load_splits",
            "splits_for"]
@@ -27,11 +27,6 @@ def default_data_dir() -> Path:
         return Path(os.environ["TUNE_DATA_DIR"]).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "tune" / "data"
-
-
-def is_folder(dataset: str) -> bool:
-    """Whether a dataset reference names a folder of images rather than a torchvision benchmark."""
-    return dataset not in TORCHVISION_CLASSES
 
 
 def load_source(dataset: str, data_dir: str | Path | None = None, image_size: int | None = None) -> Source:

@@ -23,6 +23,7 @@ from typing import Any
 import PIL
 import torch
 
+from tuner.datasets.cache import CACHE_VERSION, cache_path, read_cache, write_cache
 from tuner.datasets.images import (
     UnreadableImage,
     decode,
@@ -33,24 +34,15 @@ from tuner.datasets.images import (
     preprocess_record,
 )
 from tuner.datasets.splits import Images, Source
-from tuner.datasets.torchvision import TORCHVISION_CLASSES
 from tuner.errors import TuneError, one_line
+from tuner.spec.refs import BENCHMARKS
 
-CACHE_VERSION = 1  # bump when the cache's content or the decoding rule changes
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
 MAX_DEFAULT_SIZE = 224  # the default image size is the median shorter side, at most this
 MIN_DEFAULT_SIZE = 8
-CACHE_ENV = "TUNE_CACHE_DIR"
 PARALLEL_FILE_BYTES = 12_288  # mean file size from which a thread per core decodes faster (docs/benchmarks.md)
 EXAMPLE = "DIR/cat/1.jpg, DIR/dog/2.jpg"
-
-
-def cache_dir() -> Path:
-    """$TUNE_CACHE_DIR, else ~/.cache/tune/folders ($XDG_CACHE_HOME/tune/folders)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tune" / "folders"
 
 
 @dataclass
@@ -83,7 +75,7 @@ def _subfolders(path: Path) -> list[Path]:
 
 def check_folder(root: Path) -> Path:
     """`root` (with `~` expanded), or one line saying why it cannot be a dataset folder."""
-    if str(root) in TORCHVISION_CLASSES:
+    if str(root) in BENCHMARKS:
         raise TuneError(f"{root} is a shipped torchvision dataset, not a folder of images: tune data reads folders; "
                         f"search it with tune start --dataset {root}")
     root = Path(root).expanduser()
@@ -306,47 +298,6 @@ def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], 
         "decode_seconds": round(time.perf_counter() - started, 3),
     }
     return {"x": x, "y": y, "split": split}, meta
-
-
-# --- the cache ------------------------------------------------------------------------------------------------
-
-def cache_path(root: Path, image_size: int | None) -> Path:
-    """One cache file per folder and image size: `<folder name>-<hash of path and size>.safetensors`."""
-    digest = hashlib.sha256(f"{root}\0{image_size}".encode()).hexdigest()[:12]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in root.name)[:40] or "folder"
-    return cache_dir() / f"{safe}-{digest}.safetensors"
-
-
-def read_cache(path: Path, fingerprint: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    """The cached tensors and metadata, if the file is there, whole, and made from the same files."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads(f.metadata()["meta"])
-        stale = (meta.get("version"), meta.get("pillow"), meta.get("fingerprint"))
-        if stale != (CACHE_VERSION, PIL.__version__, fingerprint):
-            return None
-        return load_file(str(path)), meta
-    except (SafetensorError, OSError, KeyError, ValueError):
-        return None  # torn or foreign: rebuild it
-
-
-def write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    """Written whole or not at all: workers starting meanwhile read the old file or the new one, and an interrupted
-    write leaves no partial file behind."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-    try:
-        save_file(tensors, str(partial), metadata={"meta": json.dumps(meta)})
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:

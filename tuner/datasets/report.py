@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from tuner.datasets import folder
+from tuner.datasets import cache, folder
 from tuner.datasets.splits import TEST_FRACTION, make_splits
 
 DEFAULT_VALIDATION = 0.15  # the default spec's; a spec with another fraction may need more images
@@ -22,7 +22,7 @@ def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, 
     """The layout, classes, images per split and class, image sizes and modes, skipped files and the cache of the
     folder at `root`, decoding it (and writing the cache) if the cache is missing or stale."""
     scan = folder.scan_folder(root)
-    cache_file = folder.cache_path(scan.root, image_size)
+    cache_file = cache.cache_path(scan.root, image_size)
     tensors, meta, fresh = folder.cached(scan.root, image_size)
     make_splits(folder.as_source(tensors, meta, fresh), DEFAULT_VALIDATION, 0, "cpu", stratified=True)  # or raise
     classes = meta["classes"]

@@ -11,15 +11,13 @@ import torch
 
 from tuner.datasets.splits import Images, Source
 from tuner.errors import TuneError, one_line
-
-TORCHVISION_CLASSES = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST", "kmnist": "KMNIST", "cifar10": "CIFAR10"}
-DATASET_FOLDERS = {"cifar10": "cifar-10-batches-py"}  # where torchvision keeps the files, if not CLASS/raw
+from tuner.spec.refs import BENCHMARKS
 
 
 def _torchvision_dataset(dataset: str, root: Path, train: bool):
     import torchvision
 
-    cls = getattr(torchvision.datasets, TORCHVISION_CLASSES[dataset])
+    cls = getattr(torchvision.datasets, BENCHMARKS[dataset].torchvision_class)
     try:
         return cls(root=str(root), train=train, download=False)
     except RuntimeError:
@@ -32,7 +30,7 @@ def _torchvision_dataset(dataset: str, root: Path, train: bool):
         reason = one_line(e)
         raise TuneError(
             f"{dataset} is not in {root} and could not be downloaded ({reason}). "
-            f"Put torchvision's files in {root / DATASET_FOLDERS.get(dataset, TORCHVISION_CLASSES[dataset] + '/raw')}"
+            f"Put torchvision's files in {root / BENCHMARKS[dataset].files}"
             " or pass --data-dir DIR that holds them"
         ) from None
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from tuner.errors import TuneError
-from tuner.spec import model_source
+from tuner.spec.refs import model_source
 
 if TYPE_CHECKING:
     from tuner.spec import RunConfig

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tuner.errors import TuneError, one_line
-from tuner.spec import TIMM_INSTALL
+from tuner.spec.refs import TIMM_INSTALL
 
 # Builder arguments that make a torchvision model a plain classifier (one output in training too).
 TORCHVISION_DEFAULTS = {"googlenet": {"aux_logits": False, "init_weights": True},

@@ -1,0 +1,116 @@
+"""Running trials of one study, in this process or in worker processes (tuner.search.pool), with live progress,
+and what `tune start` prints when they are done."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from collections import Counter
+
+import optuna
+from rich.console import Console
+
+from tuner.datasets import Splits
+from tuner.record import TEST_ATTR
+from tuner.search.gpus import threads_per_worker
+from tuner.search.interrupts import sigterm_as_interrupt
+from tuner.search.objective import Objective as TrainingObjective
+from tuner.search.pool import run_pool
+from tuner.search.progress import SearchProgress
+from tuner.search.session import Session
+from tuner.search.trial_loop import Budget, Objective, new_run_id, run_trials, tagged
+from tuner.search.worker import WorkerJob
+from tuner.spec import StudySpec
+from tuner.storage import reap_stale_trials
+
+
+def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
+               timeout: float | None, seed: int | None, keep_top: int = 3, console: Console | None = None) -> None:
+    """Run `n_trials` more trials (or until `timeout` seconds) of `spec` in this process.
+
+    A trial that fails for its own reasons (out of memory) does not stop the search; Ctrl-C or SIGTERM marks the
+    running trial FAIL and raises KeyboardInterrupt, leaving the study resumable. A lost database is waited for
+    a while (tuner.search.trial_loop.run_trials).
+    """
+    console = console or Console(stderr=True)
+    deadline = None if timeout is None else time.time() + timeout
+    with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
+        objective = TrainingObjective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top)
+        run_trials(study, tagged(objective, run=new_run_id(), trials=n_trials,
+                                 gpu=os.environ.get("CUDA_VISIBLE_DEVICES")),
+                   Budget(n_trials), deadline=deadline, callbacks=[progress.on_trial_end])
+
+
+def run(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
+        seed: int | None, keep_top: int = 3, console: Console | None = None,
+        objective: Objective | None = None) -> None:
+    """Run `n_trials` trials of the session's study: in this process for one unpinned worker, else in one worker
+    process per slot (tuner.search.pool). Trials whose worker died before this run are failed (and retried) at
+    the start, by `prepare`, and again at the end."""
+    console = console or Console(stderr=True)
+    if slots == [None]:
+        assert session.splits is not None, "an in-process session holds its data"
+        run_search(session.study, session.spec, session.splits, n_trials=n_trials, timeout=timeout, seed=seed,
+                   keep_top=keep_top, console=console)
+    else:
+        run_pool(session.study, worker_job(session, slots, n_trials=n_trials, timeout=timeout, seed=seed,
+                                           keep_top=keep_top, objective=objective), slots, console)
+    reap_stale_trials(session.study)
+
+
+def worker_job(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
+               seed: int | None, keep_top: int, objective: Objective | None = None) -> WorkerJob:
+    """What each worker process of a pool gets: the session's study, storage, spec and data, as plain values."""
+    return WorkerJob(
+        study_name=session.study.study_name, storage_url=session.storage_url, spec=session.spec,
+        data_dir=session.data_dir, device=session.device, seed=seed,
+        sampler_seed=None if seed is None else seed + len(session.study.trials), keep_top=keep_top,
+        threads=threads_per_worker(len(slots)), run=new_run_id(), run_trials=n_trials,
+        heartbeat_interval=session.heartbeat_interval, grace_period=session.grace_period,
+        deadline=None if timeout is None else time.time() + timeout, objective=objective)
+
+
+
+def _storage_flag(session: Session) -> str:
+    return f" --storage {shlex.quote(session.storage_url)}" if session.explicit_storage else ""
+
+
+def _data_flag(session: Session) -> str:
+    return f" --data-dir {shlex.quote(session.data_dir)}" if session.explicit_data_dir else ""
+
+
+def resume_command(session: Session) -> str:
+    data = _data_flag(session)
+    name = shlex.quote(session.spec.name)
+    study = f"--study {name}" if session.command == "start" else name
+    return f"tune {session.command} {study}{_storage_flag(session)}{data}"
+
+
+def summary(session: Session) -> str:
+    """What `tune start` prints at the end: trials by state, the best trial, and where to look next."""
+    study, name = session.study, shlex.quote(session.spec.name)
+    counts = Counter(t.state.name for t in study.trials)
+    lines = [f"Study {session.spec.name!r} in {session.storage_url}",
+             f"Trials: {len(study.trials)} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"]
+    try:
+        best = study.best_trial
+    except ValueError:
+        lines.append("Best: no trial completed yet")
+    else:
+        test = best.user_attrs.get(TEST_ATTR)
+        test_text = f", test accuracy {test:.4f}" if test is not None else ""
+        lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {best.value:.4f}{test_text}")
+        lines.append("  " + " ".join(f"{k}={_param_text(v)}" for k, v in best.params.items()))
+    if counts.get("WAITING"):
+        lines.append(f"Queued:  {counts['WAITING']} trial(s) wait with fixed params (retries of trials whose worker "
+                     "died): the next run starts with them")
+    flag = _storage_flag(session)
+    lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
+              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml{_data_flag(session)}",
+              f"Resume:  {resume_command(session)}"]
+    return "\n".join(lines)
+
+
+def _param_text(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

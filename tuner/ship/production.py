@@ -1,0 +1,161 @@
+"""`tune train`: an export file -> a run folder, through the very code that trains trials (`load_splits`, then `fit`).
+
+By default it replays the trial: same split, seed and epochs, so on the same machine and device the test accuracy
+is the trial's. `full_train` trains on train + validation; `epochs` trains longer or shorter. The run folder holds
+model.safetensors (weights with config, input shape, classes and preprocessing: `tuner.ship.checkpoint`), config.yaml
+(trainable again), metrics.json and README.md (the model card).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.errors import TuneError
+from tuner.fileio import write_text
+from tuner.ship.checkpoint import WEIGHTS_FILE, save
+from tuner.ship.export import Export, input_of, render, versions
+from tuner.spec import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from tuner.datasets import Splits
+    from tuner.train import Epoch, FitResult
+
+CONFIG = "config.yaml"
+METRICS = "metrics.json"
+CARD = "README.md"
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    out_dir: Path
+    metrics: dict[str, Any]
+
+
+def default_out_dir(path: str | Path) -> Path:
+    return Path("runs") / Path(path).stem
+
+
+def check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to replace earlier weights by accident, before any training time is spent."""
+    if (out_dir / WEIGHTS_FILE).exists() and not overwrite:
+        raise TuneError(f"{out_dir / WEIGHTS_FILE} exists already: pass --out NEW_DIR, or --overwrite to replace it")
+
+
+def replay_notes(export: Export) -> list[str]:
+    """Reasons the run may not reproduce the trial exactly: another torch than the trial's."""
+    exported = export.provenance.get("versions")
+    then = exported.get("torch") if isinstance(exported, dict) else None
+    now = versions()["torch"]
+    if then is None or then == now:
+        return []
+    return [f"note: exported with torch {then}, training with {now}: results may differ slightly"]
+
+
+@contextlib.contextmanager
+def cpu_threads(count: Any) -> Iterator[int]:
+    """Torch's intra-op threads set to `count` (when it is a positive int) for the block; yields the count used."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        torch.set_num_threads(count)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
+
+
+def data_notes(export: Export, splits: Splits) -> list[str]:
+    """Warnings about the data loaded for a replay: a folder whose files changed since the trial, skipped files."""
+    from tuner.datasets import data_warnings
+
+    trial = export.provenance.get("trial")
+    since = f"trial {trial} was trained" if trial is not None else "the export"
+    consequence = "the test accuracy will differ from the trial's"
+    return data_warnings(splits, export.input.get("fingerprint"), since, consequence)
+
+
+def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
+                 epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
+                 on_epoch: Callable[[Epoch], None] | None = None,
+                 on_note: Callable[[str], None] | None = None) -> TrainedRun:
+    """Train `export` (read from `path`) and write the run folder `out_dir`; `on_note` hears warnings about the
+    data (see `data_notes`) before training starts."""
+    from tuner.datasets import splits_for
+    from tuner.train import fit, resolve_device
+
+    # --- setup: read and check everything before spending training time
+    config = export.config.replace(epochs=epochs)
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(path)
+    check_out_dir(out_dir, overwrite)
+    torch_device = resolve_device(device)
+    splits = splits_for(config, data_dir, str(torch_device), with_validation=not full_train)
+    for note in data_notes(export, splits):
+        if on_note is not None:
+            on_note(note)
+
+    # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
+    with cpu_threads(export.provenance.get("threads") if torch_device.type == "cpu" else None) as threads:
+        result = fit(config, splits, on_epoch)
+
+    # --- write weights, the config as trained, metrics
+    trained = {"source": str(path), "full_train": full_train, "device": str(torch_device), "threads": threads,
+               "trained": datetime.now(UTC).isoformat(timespec="seconds")}
+    return write_run(out_dir, export, config, result, splits, trained)
+
+
+def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResult, splits: Splits,
+              trained: dict[str, Any]) -> TrainedRun:
+    """model.safetensors, config.yaml (the config as trained, trainable again), metrics.json and README.md."""
+    from tuner.ship.card import model_card
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    input_info = splits.input_info()
+    save(result.model, out_dir / WEIGHTS_FILE, config.to_dict(), input_info, trained)
+    full = " (train + validation)" if trained["full_train"] else ""
+    header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
+              f"Train it again:  tune train {out_dir / CONFIG}"]
+    write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info)))
+    confusion = confusion_matrix(splits.test.y, result.test_predicted, splits.num_classes)
+    metrics = {
+        "test_accuracy": result.test_accuracy,
+        "trial_test_accuracy": export.provenance.get("test_accuracy"),
+        "epochs": config.epochs,
+        "history": [dataclasses.asdict(epoch) for epoch in result.history],
+        "wall_seconds": round(result.seconds, 3),
+        "input_shape": list(splits.shape),
+        "num_classes": splits.num_classes,
+        "classes": list(splits.classes),
+        "parameters": sum(p.numel() for p in result.model.parameters()),
+        "per_class_accuracy": per_class_accuracy(confusion, splits.classes),
+        "confusion": confusion,
+        **trained,
+        "versions": versions(),
+    }
+    write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
+    write_text(out_dir / CARD, model_card(out_dir, config, export.provenance, metrics, input_info))
+    return TrainedRun(out_dir, metrics)
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
+    """counts[true][predicted] of the final test (`FitResult.test_predicted`: in full precision, as `tune
+    predict` serves the model), so that its diagonal sums to the test accuracy."""
+    import torch
+
+    pairs = labels.cpu() * num_classes + predicted.cpu()
+    return torch.bincount(pairs, minlength=num_classes * num_classes).view(num_classes, num_classes).tolist()
+
+
+def per_class_accuracy(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, float | None]:
+    """Each class's share of its test images predicted right; None for a class without test images."""
+    rows = zip(classes, confusion, strict=True)
+    return {name: row[i] / sum(row) if sum(row) else None for i, (name, row) in enumerate(rows)}

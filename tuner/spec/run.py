@@ -1,0 +1,106 @@
+"""A `RunConfig`: one fully specified training run. A trial samples one, training consumes it, `tune export`
+writes it and `tune train` reads it back; every field is checked on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.errors import SpecError
+from tuner.spec import checks
+from tuner.spec.params import DEFAULTS, PARAMS, check_model_args
+from tuner.spec.refs import HUBS, check_dataset, model_source
+
+METRICS = {"accuracy": "maximize", "loss": "minimize"}
+
+# Notes of the fields that are not hyperparameters (those have theirs in tuner.spec.params), for export files.
+FIELD_NOTES = {
+    "dataset": "torchvision benchmark, or a folder of images",
+    "image_size": "folders: shorter side resized to it, center crop",
+    "model_args": "keyword arguments of the model builder",
+    "model_dir": "where the user's module was found",
+    "validation": 'held-out fraction of the training set, or "test"',
+    "split_seed": "seed of the train/validation split",
+    "seed": "seeds weight init, batch order and dropout",
+    "metric": "validation metric the study selected on",
+}
+
+
+def field_notes() -> dict[str, str]:
+    """Every RunConfig field's note, by field name."""
+    return {**FIELD_NOTES, **{name: p.note for name, p in PARAMS.items() if p.note}}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One fully specified training run. The hyperparameters' defaults and meanings are in tuner.spec.params."""
+
+    dataset: str = "fashion-mnist"  # a torchvision benchmark's name, or the absolute path of a folder of images
+    image_size: int | None = None  # folders: the side images are resized to; None: the folder's default
+    model: str = DEFAULTS["model"]  # as the user wrote it: bncnn, torchvision:resnet18, timm:NAME, MODULE:FUNCTION
+    model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model builder (model.NAME)
+    model_dir: str | None = None  # folder a MODULE:FUNCTION model imports from (None: from sys.path)
+    pretrained: bool = DEFAULTS["pretrained"]
+    optimizer: str = DEFAULTS["optimizer"]
+    lr: float = DEFAULTS["lr"]
+    batch_size: int = DEFAULTS["batch_size"]
+    scheduler: str = DEFAULTS["scheduler"]
+    gamma: float = DEFAULTS["gamma"]
+    step_size: int = DEFAULTS["step_size"]
+    momentum: float = DEFAULTS["momentum"]
+    nesterov: bool = DEFAULTS["nesterov"]
+    weight_decay: float = DEFAULTS["weight_decay"]
+    dropout: float = DEFAULTS["dropout"]
+    label_smoothing: float = DEFAULTS["label_smoothing"]
+    flip: bool = DEFAULTS["flip"]
+    translate: int = DEFAULTS["translate"]
+    epochs: int = 8
+    seed: int = 0  # seeds weight init, batch order and dropout
+    validation: float | str = 0.15  # held-out fraction of the training set, or "test"
+    split_seed: int = 0  # seed of the train/validation split
+    metric: str = "accuracy"
+    compile: bool = False  # through torch.compile: part of the config because fused kernels round differently
+
+    def __post_init__(self) -> None:
+        checks.boolean("compile", self.compile)
+        for name, param in PARAMS.items():
+            param.check(getattr(self, name))
+        check_dataset(self.dataset)
+        checks.image_size(self.image_size)
+        check_model_args(self.model_args)
+        if self.model_dir is not None and not isinstance(self.model_dir, str):
+            raise SpecError(f"model_dir must be a folder or null, got {self.model_dir!r}")
+        if self.pretrained and model_source(self.model)[0] not in HUBS:
+            raise SpecError(f"pretrained: model {self.model} has no pretrained weights: pretrained applies to "
+                            "torchvision:NAME and timm:NAME models")
+        checks.number("epochs", self.epochs, low=1, integer=True)
+        checks.number("seed", self.seed, low=0, integer=True)
+        checks.number("split_seed", self.split_seed, low=0, integer=True)
+        checks.validation(self.validation)
+        checks.choice("metric", self.metric, tuple(METRICS))
+        if self.nesterov and not PARAMS["nesterov"].applies(self.to_dict()):
+            raise SpecError("nesterov needs optimizer sgd with momentum > 0")
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> RunConfig:
+        if not isinstance(raw, dict):
+            raise SpecError(f"a run config must be a mapping of fields, got {type(raw).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise SpecError(f"unknown run config field(s) {', '.join(sorted(unknown))}: "
+                            f"use {', '.join(sorted(known))}")
+        values = dict(raw)
+        integers = [name for name, p in PARAMS.items() if p.kind == "int"] + ["epochs", "seed", "split_seed",
+                                                                              "image_size"]
+        for name in integers:
+            if isinstance(values.get(name), float) and values[name].is_integer():
+                values[name] = int(values[name])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
