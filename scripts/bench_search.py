@@ -10,7 +10,8 @@ train/validation split of the same data on the same device, and evaluate validat
 
 Throughput is training samples per second of wall time over whole epochs (train + validation). The last line
 printed is JSON. `--model` takes any model reference (`torchvision:resnet18`); `--augment-cost` also times tune's
-epochs with on-device flips and translations against none and against kornia.augmentation. Examples:
+epochs with on-device flips and translations against none and against kornia.augmentation; `--schedule-cost` times
+them with each learning-rate schedule (cosine and onecycle step after every batch). Examples:
 
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini --model bncnn \
@@ -157,6 +158,30 @@ def augment_cost(config: RunConfig, splits: Splits, device: torch.device, repeat
     return out
 
 
+def schedule_cost(config: RunConfig, splits: Splits, device: torch.device, repeats: int) -> dict:
+    """Median seconds per epoch of tune's loop with each learning-rate schedule, alternating within each repeat:
+    cosine and onecycle step after every batch (host arithmetic, no device sync), the others after each epoch;
+    and the schedule's step alone, in microseconds per call."""
+    from tuner.train import make_scheduler
+
+    kinds = ("none", "exponential", "cosine", "onecycle")
+    timings: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for _ in range(repeats):
+        for kind in kinds:
+            timings[kind].append(tune_epochs(config.replace(scheduler=kind), splits, device))
+    out: dict[str, float] = {kind: round(statistics.median(s) / config.epochs, 4) for kind, s in timings.items()}
+    for kind in ("cosine", "onecycle"):
+        optimizer = torch.optim.Adam([nn.Parameter(torch.zeros(1))], lr=1e-3)
+        schedule = make_scheduler(config.replace(scheduler=kind, epochs=100), optimizer, 1000)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # stepped without optimizer steps: a timing, not training
+            started = time.perf_counter()
+            for _ in range(10_000):
+                schedule.step()
+        out[f"{kind}_step_us"] = round((time.perf_counter() - started) / 10_000 * 1e6, 2)
+    return out
+
+
 def measure(config: RunConfig, data_dir: str, splits: Splits, device: torch.device, repeats: int) -> dict:
     """Median seconds of each side over `repeats` runs, alternating so that both see the same machine state."""
     baseline, tune = [], []
@@ -254,6 +279,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-size", type=int, default=60_000, help="training images when synthetic")
     parser.add_argument("--sweep", action="store_true", help="also measure every model at batch 64 and 512")
+    parser.add_argument("--schedule-cost", action="store_true",
+                        help="time tune's epochs with each learning-rate schedule (per-epoch and per-batch ones)")
     parser.add_argument("--study-seconds", type=float, default=0,
                         help="also run a pruned study (the default search space) for S seconds with each objective "
                              "and compare trials/hour")
@@ -281,6 +308,11 @@ def main() -> None:
               f"tune's flip + translate {cost['tune']:.3f}, with kornia's {cost['kornia']:.3f}; the augmentation "
               f"alone: tune's {cost['tune_alone']:.4f}, kornia's {cost['kornia_alone']:.4f}")
         print(json.dumps({"augment_seconds_per_epoch": cost}))
+        return
+    if args.schedule_cost:
+        cost = schedule_cost(config, splits, device, args.repeats)
+        print(f"{config.model} batch {config.batch_size}: s/epoch " + ", ".join(f"{k} {v}" for k, v in cost.items()))
+        print(json.dumps({"schedule_seconds_per_epoch": cost}))
         return
     rows = [measure(config, data_dir, splits, device, args.repeats)]
     if args.sweep:

@@ -1,18 +1,22 @@
-"""Shared fixtures: synthetic IDX data, the real mini Fashion-MNIST where present, storages, the CLI."""
+"""Shared fixtures: synthetic IDX data, the real Fashion-MNIST sample bundled with tune, storages, the CLI."""
 
 from __future__ import annotations
 
+import gzip
 import os
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
 from tuner.cli import main
+from tuner.datasets.sample import folder as sample_folder
 from tuner.testing import write_idx_dataset
 
-MINI_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fashion-mnist-mini"
 POSTGRES_ADMIN_URL = os.environ.get("TUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 TINY_SPEC = """\
@@ -33,14 +37,33 @@ search:
 """
 
 
+REAL_HOME = Path.home()  # what no test may write into (tests/test_isolation.py)
+TUNE_ENV = ("TUNE_STORAGE", "TUNE_DATA_DIR", "TUNE_ARTIFACTS", "TUNE_CACHE_DIR")
+
+
+def _isolate(patch: pytest.MonkeyPatch, home: Path) -> None:
+    """A home of its own: HOME (Path.home(), ~ in URLs, onnxruntime's ~/.cache/Microsoft), XDG data and cache
+    (tune's storage, datasets, decode cache; torch's hub), and none of tune's own variables."""
+    patch.setenv("HOME", str(home))
+    patch.setenv("XDG_DATA_HOME", str(home / "data"))
+    patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    for name in TUNE_ENV:
+        patch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory) -> Iterator[None]:
+    """Session and module fixtures (a study searched once for a whole module) run before each test's own home
+    exists: they get a home of their own too."""
+    with pytest.MonkeyPatch.context() as patch:
+        _isolate(patch, tmp_path_factory.mktemp("session-home"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real storage or data cache."""
-    home = tmp_path_factory.mktemp("home")
-    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
-    for name in ("TUNE_STORAGE", "TUNE_DATA_DIR", "TUNE_ARTIFACTS"):
-        monkeypatch.delenv(name, raising=False)
+    """No test reads or writes the user's real storage, data or caches."""
+    _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +72,28 @@ def data_dir(tmp_path_factory) -> Path:
     return write_idx_dataset(tmp_path_factory.mktemp("idx"), n_train=600, n_test=200)
 
 
+@pytest.fixture(scope="session")
+def mini_data_dir(tmp_path_factory) -> Path:
+    """Real images on every machine: the 1,722 / 500 image Fashion-MNIST sample bundled with tune, uncompressed in
+    torchvision's raw layout (ROOT/FashionMNIST/raw/), so that `--dataset fashion-mnist --data-dir ROOT` reads it."""
+    root = tmp_path_factory.mktemp("mini")
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for packed in sample_folder("fashion-mnist-sample").glob("*-ubyte.gz"):
+        (raw / packed.stem).write_bytes(gzip.decompress(packed.read_bytes()))
+    return root
+
+
 @pytest.fixture
-def mini_data_dir() -> Path:
-    """The real 1,722 / 500 image Fashion-MNIST subset beside the repository, or skip."""
-    if not (MINI_DATA / "FashionMNIST" / "raw").is_dir():
-        pytest.skip(f"real mini Fashion-MNIST not found at {MINI_DATA}")
-    return MINI_DATA
+def fresh_machine(tmp_path, monkeypatch) -> Path:
+    """A first run on a machine without network: an empty home and data directory, and downloads that fail."""
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TUNE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    return tmp_path
 
 
 @pytest.fixture
@@ -71,7 +110,7 @@ def tiny_spec(tmp_path) -> Path:
 
 
 @pytest.fixture
-def postgres_url() -> str:
+def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database on the local server (dropped afterwards), or skip with the reason."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     admin = sqlalchemy.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT",

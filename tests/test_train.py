@@ -62,7 +62,7 @@ def test_exploding_loss_raises_diverged(splits):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"])
-@pytest.mark.parametrize("scheduler", ["exponential", "step", "none"])
+@pytest.mark.parametrize("scheduler", ["exponential", "step", "cosine", "onecycle", "none"])
 def test_every_optimizer_and_scheduler_trains(splits, optimizer, scheduler):
     config = RunConfig(model="mlp", optimizer=optimizer, scheduler=scheduler, lr=1e-3, epochs=1, batch_size=128)
     assert fit(config, splits).history[0].val_accuracy > 0
@@ -82,3 +82,37 @@ def test_compiled_training_matches_eager(splits, monkeypatch):
     plain, compiled = fit(config, splits), fit(config.replace(compile=True), splits)
     assert [e.val_loss for e in compiled.history] == pytest.approx([e.val_loss for e in plain.history], rel=1e-4)
     assert set(compiled.model.state_dict()) == set(plain.model.state_dict())  # no "_orig_mod." prefixes
+
+
+@pytest.mark.parametrize(("model", "optimizer", "scheduler"), [
+    ("mlp", "adam", "onecycle"), ("bncnn", "sgd", "cosine"), ("cnn", "rmsprop", "step")])
+def test_a_run_resumed_from_its_saved_state_ends_bit_exact(splits, model, optimizer, scheduler):
+    """Dropout, flips and shifts draw random numbers, batch norm keeps running statistics, SGD a momentum, the
+    per-batch schedules (one cycle also Adam's betas) a step count: the state `fit` hands out after epoch 2,
+    serialized and read back, continues to the uninterrupted run's end."""
+    from tuner.ship.resume import read_state, state_bytes
+
+    config = RunConfig(model=model, optimizer=optimizer, scheduler=scheduler, epochs=4, batch_size=32,
+                       dropout=0.3, flip=True, translate=2, momentum=0.9, seed=7)
+    whole = fit(config, splits)
+    saved: list[bytes] = []
+
+    class Killed(Exception):
+        pass
+
+    def save(state):
+        saved.append(state_bytes(state))
+        if state.epoch == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(config, splits, on_state=save)
+    state, _ = read_state(saved[-1])
+    resumed = fit(config, splits, resume=state)
+    assert [(e.epoch, e.train_loss, e.val_accuracy, e.val_loss) for e in resumed.history] == [
+        (e.epoch, e.train_loss, e.val_accuracy, e.val_loss) for e in whole.history]
+    assert resumed.test_accuracy == whole.test_accuracy
+    assert all(torch.equal(a, b) for a, b in zip(resumed.model.state_dict().values(),
+                                                  whole.model.state_dict().values(), strict=True))
+    with pytest.raises(ValueError, match="another run config"):
+        fit(config.replace(lr=0.5), splits, resume=state)

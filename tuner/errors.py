@@ -9,6 +9,16 @@ class SpecError(TuneError):
     """A study spec, run config or one of their values that tune cannot use."""
 
 
+class DataUnavailable(TuneError):
+    """A torchvision dataset neither in data directory `root` nor downloadable; `reason`: why the download failed."""
+
+    def __init__(self, message: str, dataset: str, root: str, reason: str) -> None:
+        super().__init__(message)
+        self.dataset = dataset
+        self.root = root
+        self.reason = reason
+
+
 class TrialFailed(Exception):
     """A trial that cannot finish (out of memory, diverged without pruning); the study goes on.
 

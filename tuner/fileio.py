@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,32 @@ def write_text(path: Path, text: str) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
+
+
+@contextlib.contextmanager
+def no_empty_folders_on_error(path: Path) -> Iterator[None]:
+    """On an error in the block, remove the folders it created on the way to `path` that it left empty (a failed
+    download leaves no empty data folders behind); what it put in them stays."""
+    first_new = path  # the top folder the block may create
+    while not first_new.parent.exists():
+        first_new = first_new.parent
+    existed = first_new.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and first_new.is_dir():
+            for folder, _, _ in sorted(os.walk(first_new), key=lambda entry: -len(entry[0])):
+                with contextlib.suppress(OSError):  # not empty: something was written there
+                    os.rmdir(folder)
+        raise
+
+
+def as_new_files_are(path: Path) -> None:
+    """Give `path` the permissions a file written here normally gets (0666 less the umask): some writers
+    (safetensors) create their files readable by their owner alone."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def file_safe(name: str) -> str:

@@ -22,17 +22,28 @@ if TYPE_CHECKING:
 # Study user attrs
 SPEC_ATTR = "spec"  # the spec the study runs (StudySpec.to_dict())
 INPUT_ATTR = "input"  # study and trial: image shape, class names, preprocessing, data fingerprint (+ dataset)
+DATA_DIR_ATTR = "data_dir"  # study: the --data-dir it was started with (absolute), for resumes, workers and exports
 # Trial user attrs
 CONFIG_ATTR = "config"  # the run config the trial trains (RunConfig.to_dict())
 SEED_ATTR = "seed"  # its training seed: Optuna's retry callback copies it to the retry
 THREADS_ATTR = "threads"  # torch CPU threads it trained with: `tune train` replays them
 TEST_ATTR = "test_accuracy"  # test accuracy of the trial's final model
 SECONDS_ATTR = "train_seconds"  # seconds `fit` took
-REASON = "reason"  # why it was pruned for divergence or failed (out of memory)
+REASON = "reason"  # why it was pruned for divergence or failed (out of memory, interrupted)
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"  # the REASON of a trial stopped by the user; resumes redo it
 WEIGHTS_ERROR = "weights_error"  # why its weights could not be kept
 WORKER_ATTR = "worker"  # "host:pid" of the process that runs it
 GPU_ATTR = "gpu"  # the GPU it ran on, when its worker was pinned to one
 RUN_ATTR = "run"  # the invocation that ran it: {"id": ..., "trials": its --trials}, for `tune status`
+RESUMED_ATTR = "resumed_after_epoch"  # a retry: the epoch of its original's checkpoint it went on from (0: none)
+WARM_FROM_ATTR = "warm_start_from"  # a trial queued or copied by --warm-start: {"study": ..., "trial": N}
+# Study user attrs (long studies)
+STOPPED_ATTR = "stopped_when_flat"  # why --stop-when-flat ended a search: {"reason": ..., "trials": N, "at": ...}
+WARM_START_ATTR = "warm_start"  # the study it was warm-started from: {"study", "storage", "queued", "added"}
+# Trial system attrs
+CHECKPOINT_ATTR = "tune:checkpoint"  # the artifact ids of its checkpoint; a retry inherits them (tuner.search)
+RETRY_OF = "failed_trial"  # Optuna's: the number of the trial a retry retries (the first of the line)
+RETRY_HISTORY = "retry_history"  # Optuna's: the numbers of the trials a retry follows, oldest first
 
 EXPORTS_HEADING = "## Exports"
 
@@ -41,6 +52,20 @@ def stored_spec(study: optuna.Study) -> StudySpec | None:
     """The spec a study runs, if tune created it."""
     raw = study.user_attrs.get(SPEC_ATTR)
     return StudySpec.from_dict(raw) if raw is not None else None
+
+
+def recorded_data_dir(study: optuna.Study) -> str | None:
+    """The data directory the study was started with, if it was given one and it is a folder on this machine."""
+    raw = study.user_attrs.get(DATA_DIR_ATTR)
+    return raw if isinstance(raw, str) and Path(raw).is_dir() else None
+
+
+def record_data_dir(study: optuna.Study, data_dir: str | Path) -> str:
+    """Remember `data_dir` (made absolute) as where the study's data is; returns what was recorded."""
+    path = str(Path(data_dir).expanduser().resolve())
+    if study.user_attrs.get(DATA_DIR_ATTR) != path:
+        study.set_user_attr(DATA_DIR_ATTR, path)
+    return path
 
 
 def stored_config(trial: FrozenTrial) -> dict[str, Any] | None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 from urllib.parse import urlsplit
 
 import optuna
@@ -26,6 +27,7 @@ GRACE_PERIOD = 60  # seconds without a heartbeat after which a RUNNING trial is 
 MAX_RETRY = 3  # retries of a trial whose worker died, with the same params
 # Connections per process: its main thread and its heartbeat thread each hold at most one at a time.
 POOL_SIZE, MAX_OVERFLOW = 2, 2
+SCHEMA_ATTEMPTS = 3  # opening a new database races any other process creating its tables: try again
 
 
 def quiet_optuna() -> None:
@@ -112,19 +114,33 @@ def open_storage(url: str | None = None, *, heartbeat_interval: int | None = HEA
     check_heartbeat(heartbeat_interval, grace_period)
     if scheme == "sqlite":
         _prepare_sqlite(sqlite_path(url))
-        engine_kwargs = {"connect_args": {"timeout": 60}}
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True,
                          "pool_size": POOL_SIZE, "max_overflow": MAX_OVERFLOW}
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
-    try:
-        return optuna.storages.RDBStorage(
-            engine_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, heartbeat_stale_trial_callback=retry)
-    except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver
-        reason = " ".join(str(e).split("\n")[0].split())[:300]
-        raise TuneError(f"cannot open storage {public_url(url)}: {reason}. Check that the database server runs "
-                        "and the URL is right") from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(
+                engine_url(url), engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period, heartbeat_stale_trial_callback=retry)
+        except Exception as e:  # sqlalchemy's OperationalError, ArgumentError, a missing driver
+            if "already exists" in str(e) and attempt + 1 < SCHEMA_ATTEMPTS:
+                time.sleep(0.5)  # another process created the tables of a new database at the same moment
+                continue
+            reason = " ".join(str(e).split("\n")[0].split())[:300]
+            raise TuneError(f"cannot open storage {public_url(url)}: {reason}. Check that the database server runs "
+                            "and the URL is right") from None
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+@overload
+def open_existing_storage(url: str | None = None, *,
+                          missing_ok: Literal[False] = False) -> optuna.storages.RDBStorage: ...
+
+
+@overload
+def open_existing_storage(url: str | None = None, *, missing_ok: bool) -> optuna.storages.BaseStorage: ...
 
 
 def open_existing_storage(url: str | None = None, *, missing_ok: bool = False) -> optuna.storages.BaseStorage:
@@ -136,6 +152,14 @@ def open_existing_storage(url: str | None = None, *, missing_ok: bool = False) -
         return optuna.storages.InMemoryStorage()
     check_database_exists(url)
     return open_storage(url, heartbeat_interval=None, grace_period=None)
+
+
+def new_database_file(url: str) -> Path | None:
+    """The SQLite file `url` names when it does not exist yet (opening the storage would create it), else None."""
+    if urlsplit(url).scheme != "sqlite":
+        return None
+    path = sqlite_path(url)
+    return None if path.exists() else path
 
 
 def check_database_exists(url: str) -> None:
@@ -171,7 +195,7 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return [s.study_name for s in storage.get_all_studies()]
 
 
-def load_study(name: str, storage: optuna.storages.BaseStorage, **kwargs) -> optuna.Study:
+def load_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any) -> optuna.Study:
     """An existing study, or a clear error naming the studies that do exist."""
     if name not in study_names(storage):
         known = ", ".join(study_names(storage)) or "none yet"

@@ -18,7 +18,7 @@ import torch
 
 from tuner.spec.refs import BENCHMARKS
 
-MNIST_LIKE = tuple(name for name, b in BENCHMARKS.items() if b.shape == (1, 28, 28))
+MNIST_LIKE = tuple(name for name, b in BENCHMARKS.items() if b.shape == (1, 28, 28) and b.sample_of is None)
 
 
 def _write_idx(path: Path, tensor: torch.Tensor) -> None:

@@ -8,10 +8,12 @@ never waits on the device: the loss is summed there and read once per epoch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,8 +23,10 @@ from tuner.datasets import Images, Splits
 from tuner.errors import TuneError
 from tuner.models import build_model
 from tuner.spec import RunConfig
+from tuner.spec.params import BATCH_SCHEDULERS
 
 EVAL_BATCH = 2048
+BATCH_REPORT_SECONDS = 1.0  # how often train_epoch tells its on_batch hook how far the epoch is
 FUSED_OPTIMIZERS = ("sgd", "adam", "adamw", "adagrad")  # torch has fused CUDA kernels for these
 
 
@@ -49,21 +53,44 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(config: RunConfig, params, device: torch.device) -> torch.optim.Optimizer:
-    kwargs: dict = {"lr": config.lr, "weight_decay": config.weight_decay}
+def make_optimizer(config: RunConfig, params: Iterable[torch.Tensor], device: torch.device) -> torch.optim.Optimizer:
+    kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     if device.type == "cuda" and config.optimizer in FUSED_OPTIMIZERS:
         kwargs["fused"] = True
     if config.optimizer == "sgd":
         return torch.optim.SGD(params, momentum=config.momentum, nesterov=config.nesterov, **kwargs)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, momentum=config.momentum, **kwargs)
+    cls: type[torch.optim.Optimizer]
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad,
            "nadam": torch.optim.NAdam}[config.optimizer]
     return cls(params, **kwargs)
 
 
-def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
-    """The per-epoch learning-rate schedule; `none` keeps the rate constant."""
+def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer,
+                   batches: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
+    """The learning-rate schedule of a run of `config.epochs` epochs of `batches` batches: exponential and step are
+    stepped after each epoch, cosine and onecycle after each batch (`per_batch`); `none` keeps the rate constant.
+
+    cosine: a linear warm-up over the first `warmup` share of the batches, then a half cosine down to 0.
+    onecycle: torch's OneCycleLR (up from lr/25 over the `warmup` share, then down to lr/2.5e5), cycling Adam's
+    beta1 (0.95 -> 0.85 -> 0.95); the momentum of SGD and RMSprop stays the searched one."""
+    total = max(1, batches * config.epochs)
+    if config.scheduler == "cosine":
+        warm = round(config.warmup * total)
+
+        def factor(step: int) -> float:  # the lr of batch `step` (0-based), relative to `lr`
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if config.scheduler == "onecycle":
+        share = config.warmup
+        if abs(share * total - 1) < 1e-9:  # OneCycleLR divides by zero when the warm-up ends on the first batch
+            share *= 1.001
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=share,
+                                                   cycle_momentum="betas" in optimizer.defaults)
     if config.scheduler == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
     if config.scheduler == "step":
@@ -71,7 +98,12 @@ def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer) -> torch
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 
 
-def _autocast(device: torch.device):
+def per_batch(config: RunConfig) -> bool:
+    """Whether the schedule steps after each batch (cosine, onecycle) rather than after each epoch."""
+    return config.scheduler in BATCH_SCHEDULERS
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
     """bf16 mixed precision on CUDA; full precision elsewhere (CPU autocast is slower on most CPUs)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -80,14 +112,21 @@ def _autocast(device: torch.device):
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images, batch_size: int,
                 generator: torch.Generator, augment: Augment | None = None,
-                label_smoothing: float = 0.0) -> torch.Tensor:
+                label_smoothing: float = 0.0, on_batch: Callable[[int, int], None] | None = None,
+                schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> torch.Tensor:
     """One pass over `data` in a seeded random order, each batch augmented on the device when `augment` is on;
-    returns the summed (smoothed) loss, still on the device."""
+    returns the summed (smoothed) loss, still on the device. `on_batch(done, batches)` hears the progress as the
+    epoch starts and then every BATCH_REPORT_SECONDS, timed on the host clock (never a device sync). `schedule`
+    (a per-batch one) is stepped after each batch: host arithmetic only."""
     model.train()
     device = data.compute_device
     order = torch.randperm(len(data), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
-    for start in range(0, len(order), batch_size):
+    batches, reported = -(-len(data) // batch_size), -math.inf
+    for done, start in enumerate(range(0, len(order), batch_size)):
+        if on_batch is not None and time.monotonic() - reported >= BATCH_REPORT_SECONDS:
+            reported = time.monotonic()
+            on_batch(done, batches)
         x, y = data.take(order[start:start + batch_size])
         if augment:
             x = augment(x, generator)
@@ -96,6 +135,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         loss_sum += loss.detach() * len(y)
     return loss_sum
 
@@ -149,6 +190,49 @@ class FitResult:
     seconds: float = 0.0
 
 
+@dataclass
+class TrainState:
+    """Everything `fit` needs to go on after epoch `epoch` as if it had never stopped: the weights, the optimizer's
+    and the schedule's state, the RNG states (the generator that orders and augments batches, torch's global RNG
+    that drives dropout, CUDA's on a GPU) and the history so far. `config` is the run it belongs to
+    (RunConfig.to_dict()). On the same device and CPU thread count a resumed run ends bit for bit as an
+    uninterrupted one."""
+
+    config: dict[str, Any]
+    epoch: int
+    history: list[Epoch]
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    generator: torch.Tensor
+    rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+
+
+def _state(config: RunConfig, history: list[Epoch], model: nn.Module, optimizer: torch.optim.Optimizer,
+           scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator) -> TrainState:
+    """The run's state now, by reference: a saver must copy or serialize it before training goes on."""
+    device = generator.device
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return TrainState(config.to_dict(), len(history), list(history), model.state_dict(), optimizer.state_dict(),
+                      scheduler.state_dict(), generator.get_state(), torch.get_rng_state(), cuda_rng)
+
+
+def _restore(state: TrainState, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
+             scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator) -> list[Epoch]:
+    """Put `state` back into the freshly built run; returns the history it had."""
+    if state.config != config.to_dict() or not 0 < state.epoch < config.epochs:
+        raise ValueError(f"a state after epoch {state.epoch} of another run config cannot continue this run")
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    scheduler.load_state_dict(state.scheduler)
+    generator.set_state(state.generator)
+    torch.set_rng_state(state.rng)
+    if state.cuda_rng is not None and generator.device.type == "cuda":
+        torch.cuda.set_rng_state(state.cuda_rng, generator.device)
+    return list(state.history)
+
+
 def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -156,20 +240,25 @@ def has_convolutions(model: nn.Module) -> bool:
 def compiled(model: nn.Module, device: torch.device) -> nn.Module:
     """`model` through torch.compile: on CUDA with autotuned kernels; CUDA graphs are left out because every
     trial builds a new model, and graphs captured per model cost more than they save in short trials."""
-    options = {"mode": "max-autotune-no-cudagraphs"} if device.type == "cuda" else {}
-    return torch.compile(model, backend=COMPILE_BACKEND, **options)
+    mode = "max-autotune-no-cudagraphs" if device.type == "cuda" else None
+    return cast(nn.Module, torch.compile(model, backend=COMPILE_BACKEND, mode=mode))
 
 
 COMPILE_BACKEND = "inductor"  # tests swap in "eager": the same graph capture without minutes of C++ builds
 
 
 def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | None = None,
-        test: bool = True) -> FitResult:
+        test: bool = True, *, resume: TrainState | None = None,
+        on_state: Callable[[TrainState], None] | None = None,
+        on_batch: Callable[[int, int, int], None] | None = None) -> FitResult:
     """Train `config` on `splits` (already on the device), evaluating on validation after every epoch.
 
     `on_epoch` sees each epoch's result and may raise to stop (Optuna's TrialPruned does). Raises `Diverged`
     when the loss becomes NaN or infinite. The test split is evaluated once, at the end, when `test` is set.
     `config.compile` runs the model through torch.compile (the returned model is the plain module, for saving).
+    `resume` continues a run from its saved state (its epochs are in the history, not shown to `on_epoch` again);
+    `on_state` is handed the state after each epoch but the last, once `on_epoch` let it go on.
+    `on_batch(epoch, done, batches)` hears the progress within an epoch about once a second (train_epoch).
     """
     # --- setup: seeded init, optimizer, schedule
     started = time.perf_counter()
@@ -180,18 +269,23 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     if device.type == "cuda" and has_convolutions(model):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(config, model.parameters(), device)
-    scheduler = make_scheduler(config, optimizer)
+    scheduler = make_scheduler(config, optimizer, -(-len(splits.train) // config.batch_size))
+    batch_schedule = scheduler if per_batch(config) else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
     augment = Augment(config.flip, config.translate)
     result = FitResult(model)
+    if resume is not None:
+        result.history = _restore(resume, config, model, optimizer, scheduler, generator)
     run_model = compiled(model, device) if config.compile else model
 
     # --- train, evaluate and report each epoch
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(len(result.history) + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
+        batch_hook = None if on_batch is None else functools.partial(on_batch, epoch)
         loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator, augment,
-                               config.label_smoothing)
-        scheduler.step()
+                               config.label_smoothing, batch_hook, batch_schedule)
+        if batch_schedule is None:
+            scheduler.step()
         train_loss = loss_sum.item() / len(splits.train)
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
@@ -200,6 +294,8 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+        if on_state is not None and epoch < config.epochs:
+            on_state(_state(config, result.history, model, optimizer, scheduler, generator))
 
     # --- final test
     if test:

@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -23,7 +24,7 @@ from safetensors import safe_open
 from tests.conftest import TINY_SPEC
 from tuner.look.dashboard import exposure_warning, make_app, make_server
 from tuner.record import record_export
-from tuner.ship.artifacts import WEIGHTS_FILE
+from tuner.ship.checkpoint import WEIGHTS_FILE
 from tuner.storage import open_storage
 
 TUNE = [sys.executable, "-c", "from tuner.cli import main; main()"]
@@ -90,7 +91,7 @@ class Hammer:
 
 
 @pytest.fixture(scope="module")
-def watched_search(tmp_path_factory, data_dir) -> dict:
+def watched_search(tmp_path_factory, data_dir) -> Iterator[dict]:
     """`tune start` (4 trials, --keep-top 2) in its own process while an in-process dashboard is hammered."""
     root = tmp_path_factory.mktemp("watched")
     (root / "tiny.yaml").write_text(TINY_SPEC)

@@ -16,7 +16,8 @@ import optuna
 import pytest
 from safetensors import safe_open
 
-from tuner.ship.artifacts import WEIGHTS_FILE, kept_weights
+from tuner.ship.artifacts import kept_weights
+from tuner.ship.checkpoint import WEIGHTS_FILE
 from tuner.storage import open_storage
 
 CHROMIUM = Path("/usr/bin/chromium")

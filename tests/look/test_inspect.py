@@ -9,6 +9,7 @@ import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import optuna
 import pytest
@@ -32,6 +33,7 @@ def add_trial(study: optuna.Study, state: TrialState = TrialState.COMPLETE, valu
     config = RunConfig(model="mlp", epochs=3, validation=0.2, **params).to_dict()
     attrs = {"config": config, "seed": len(study.trials)}
     if state == TrialState.COMPLETE:
+        assert value is not None, "a complete trial has a value"
         attrs["test_accuracy"] = round(value - 0.01, 4)
     curve = {epoch: (value or 0.1) - 0.1 / epoch for epoch in range(1, epochs + 1)}
     trial = create_trial(state=state, value=value, params=params, distributions={k: SPACE[k] for k in params},
@@ -41,7 +43,7 @@ def add_trial(study: optuna.Study, state: TrialState = TrialState.COMPLETE, valu
     study.add_trial(trial)
 
 
-def make_study(url: str, name: str = "fmnist", direction: str = "maximize") -> optuna.Study:
+def make_study(url: str, name: str = "fmnist", direction: Literal["maximize", "minimize"] = "maximize") -> optuna.Study:
     study = optuna.create_study(study_name=name, storage=url, direction=direction)
     study.set_user_attr("spec", {"name": name, "epochs": 3, "metric": "accuracy"})
     return study
@@ -52,7 +54,7 @@ def study_file(tmp_path_factory) -> Path:
     """12 complete trials (batch_size never varies), 2 pruned after epochs 1 and 2, one failed, one running."""
     path = tmp_path_factory.mktemp("study") / "fmnist.db"
     study = make_study(f"sqlite:///{path}")
-    for i in range(MIN_IMPORTANCE_TRIALS + 2):
+    for i in range(12):
         add_trial(study, value=0.5 + i / 40, seconds=10 + i, optimizer=("adam", "sgd")[i % 2], lr=10 ** (-1 - i / 4))
     add_trial(study, TrialState.PRUNED, value=None, epochs=1)
     add_trial(study, TrialState.PRUNED, value=None, epochs=2)
@@ -145,14 +147,46 @@ def test_show_explains_missing_importances_and_best(storage_url):
     assert_one_line_error(invoke("plot", "fmnist", "--storage", storage_url),
                           "study 'fmnist' has no completed trial to plot yet: run `tune start --study fmnist` first")
     add_trial(study, value=0.8)
-    add_trial(study, value=0.7, lr=0.001)
     detail = json.loads(invoke("show", "fmnist", "--storage", storage_url, "--format", "json").stdout)
     assert detail["importances"] == {}
-    assert detail["importances_note"] == f"needs {MIN_IMPORTANCE_TRIALS} completed trials, has 2"
-    for _ in range(MIN_IMPORTANCE_TRIALS):
-        add_trial(study, value=0.6)  # the same params every time
+    assert detail["importances_note"] == f"needs {MIN_IMPORTANCE_TRIALS} completed trials, has 1"
+    add_trial(study, value=0.7, lr=0.001)  # from 2 completed trials, as in optuna-dashboard, saying they are rough
     detail = json.loads(invoke("show", "fmnist", "--storage", storage_url, "--format", "json").stdout)
     assert set(detail["importances"]) == {"lr"}
+    assert detail["importances_note"] == ("rough: from 2 completed trials (steadier from 10); not varied: batch_size, "
+                                          "optimizer")
+    assert "(rough: from 2 completed trials (steadier from 10)" in invoke("show", "fmnist", "--storage",
+                                                                          storage_url).stdout
+
+
+def test_show_without_a_name_shows_the_only_study(study, storage_url, tmp_path):
+    result = invoke("show", "--storage", storage_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Study fmnist: maximize accuracy; 16 trials")
+    make_study(storage_url, "other")
+    assert_one_line_error(invoke("show", "--storage", storage_url),
+                          f"2 studies in {storage_url}: name one (fmnist, other)")
+    assert_one_line_error(invoke("show", "--storage", f"sqlite:///{tmp_path / 'none.db'}"),
+                          f"no studies in sqlite:///{tmp_path / 'none.db'}: create one with `tune start`, or "
+                          "point --storage at yours")
+
+
+def test_show_and_the_dashboard_give_the_same_importances(study, storage_url):
+    from wsgiref.util import setup_testing_defaults
+
+    from tuner.look.dashboard import make_app
+
+    detail = json.loads(invoke("show", "fmnist", "--storage", storage_url, "--format", "json").stdout)
+    study_id = optuna.load_study(study_name="fmnist", storage=storage_url)._study_id
+    environ = {"PATH_INFO": f"/api/studies/{study_id}/param_importances"}
+    setup_testing_defaults(environ)
+    body = b"".join(make_app(storage_url)(environ, lambda *response: None))
+    (served,) = json.loads(body)["param_importances"]
+    dashboard = {row["name"]: row["importance"] for row in served}
+    total = sum(dashboard[name] for name in detail["importances"])
+    varied = {name: dashboard[name] / total for name in detail["importances"]}
+    assert varied == pytest.approx(detail["importances"])  # tune leaves out batch_size, which never varied
+
 
 
 # --- tune trials
@@ -250,6 +284,24 @@ def test_plot_leaves_out_importances_until_enough_trials(storage_url, tmp_path, 
     assert result.stdout == "Wrote a_b-plots/index.html\n"
     assert f"Parameter importances left out: needs {MIN_IMPORTANCE_TRIALS} completed trials, has 1" in result.stderr
     assert "Parameter importances" not in Path("a_b-plots/index.html").read_text()
+
+
+def test_the_plot_page_fits_1400_px_with_many_params(storage_url, tmp_path):
+    pytest.importorskip("plotly", reason="tune plot needs plotly")
+    import re
+
+    study = make_study(storage_url, "wide")
+    space = {f"p{i}": FloatDistribution(0.0, 1.0) for i in range(10)}
+    for n in range(6):
+        params = {name: (n * 7 + i) % 10 / 10 for i, name in enumerate(space)}
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=n / 10, params=params, distributions=space,
+                                     intermediate_values={1: n / 10}))
+    result = invoke("plot", "wide", "--storage", storage_url, "-o", tmp_path / "plots")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "plots" / "index.html").read_text()
+    widths = [int(w) for w in re.findall(r'"width":(\d+)', page)]
+    assert widths and max(widths) <= 1400  # one slice plot of 10 params was 3000 px wide
+    assert "Slice plot, part 3" in page and "max-width: 1400px" in page
 
 
 # --- tune delete, completion, help

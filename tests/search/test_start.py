@@ -127,11 +127,14 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(cli, tiny_spec, da
     common = ("--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url, "--device", "cpu")
     result = cli("start", "--trials", 5, *common)
     assert result.exit_code == 130
-    assert "Interrupted: the running trial is marked FAIL. Resume with: tune start --study tiny" in result.output
-    assert [t.state for t in trials_of(storage_url)] == [TrialState.COMPLETE, TrialState.FAIL]
+    assert ("Interrupted: the running trial is marked FAIL and queued again, to go on from the last epoch saved. "
+            "Resume with: tune start --study tiny") in result.output
+    states = [t.state for t in trials_of(storage_url)]
+    assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]  # the interrupted one, queued again
     monkeypatch.setattr(tuner.search.objective, "fit", real_fit)
     assert cli("start", "--trials", 1, *common).exit_code == 0
-    assert trials_of(storage_url)[-1].state == TrialState.COMPLETE
+    trials = trials_of(storage_url)
+    assert trials[-1].state == TrialState.COMPLETE and trials[-1].params == trials[1].params
 
 
 def test_sigint_to_a_real_process_leaves_no_trial_running(tiny_spec, data_dir, storage_url):
@@ -210,7 +213,7 @@ def test_done_when_real_images(cli, mini_data_dir, storage_url):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert max(t.value for t in complete) >= 0.75
     for trial in complete:
-        assert {"optimizer", "lr", "batch_size", "gamma"} <= set(trial.params)
+        assert {"optimizer", "lr", "batch_size", "scheduler", "model.width"} <= set(trial.params)
         assert 0 < trial.user_attrs["test_accuracy"] <= 1
 
 

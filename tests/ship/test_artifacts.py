@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import optuna
 import pytest
@@ -13,7 +14,6 @@ from safetensors.torch import load_model
 
 from tuner.ship.artifacts import (
     ARTIFACTS_ENV,
-    WEIGHTS_FILE,
     artifact_dir_for,
     artifact_store_for,
     copy_weights,
@@ -21,6 +21,7 @@ from tuner.ship.artifacts import (
     keep_weights,
     kept_weights,
 )
+from tuner.ship.checkpoint import WEIGHTS_FILE
 from tuner.spec import RunConfig
 from tuner.storage import open_storage
 
@@ -30,7 +31,8 @@ def _no_artifacts_override(monkeypatch):
     monkeypatch.delenv(ARTIFACTS_ENV, raising=False)
 
 
-def fake_search(storage_url: str | None, values: list[float], keep_top: int, *, direction: str = "maximize",
+def fake_search(storage_url: str | None, values: list[float], keep_top: int, *,
+                direction: Literal["maximize", "minimize"] = "maximize",
                 fail_after_keeping: tuple[int, ...] = (), n_jobs: int = 1) -> optuna.Study:
     """Trials whose 'training' returns values[trial.number], each with a tiny model whose bias holds that value."""
     storage = open_storage(storage_url) if storage_url else None

@@ -15,7 +15,7 @@ from safetensors import safe_open
 
 from tests.conftest import TINY_SPEC
 from tuner.cli import main
-from tuner.datasets.images import preprocess_record
+from tuner.datasets.images import preprocess_record, with_steps
 from tuner.ship.checkpoint import load_model
 from tuner.ship.export import read_export
 from tuner.spec import RunConfig
@@ -85,7 +85,7 @@ def test_round_trip_on_synthetic_data(searched, data_dir, tmp_path, monkeypatch)
     assert RunConfig.from_dict(json.loads(metadata["config"])) == config
     assert json.loads(metadata["input_shape"]) == [1, 28, 28] and metadata["num_classes"] == "10"
     assert json.loads(metadata["classes"])[:2] == ["T-shirt/top", "Trouser"]
-    assert json.loads(metadata["preprocess"]) == preprocess_record(1, (28, 28))
+    assert json.loads(metadata["preprocess"]) == with_steps(preprocess_record(1, (28, 28)))  # steps for clients
     assert read_export("run/config.yaml").config == config  # the config as trained trains again
     model = load_model("run")  # the run folder, or its weights file
     assert model(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 10)
@@ -113,9 +113,9 @@ def test_export_file_is_the_trials_config_with_provenance(searched, tmp_path, mo
     assert text.startswith("# Run config of trial 0 of study 'tiny'")
     assert "  lr: " in text and "# initial learning rate" in text
     document = yaml.safe_load(text)
-    assert list(document) == ["config", "input", "provenance"]
+    assert list(document) == ["config", "input", "ensemble", "provenance"]  # ensemble: the runners-up
     assert document["config"] == trial.user_attrs["config"]  # replayed, every field
-    preprocess = preprocess_record(1, (28, 28))
+    preprocess = with_steps(preprocess_record(1, (28, 28)))
     classes = trial.user_attrs["input"]["classes"]
     assert document["input"] == {"shape": [1, 28, 28], "num_classes": 10, "classes": classes, "preprocess": preprocess}
     provenance = document["provenance"]
@@ -237,7 +237,7 @@ def test_train_epochs_full_train_and_overwrite(data_dir, tmp_path, monkeypatch):
     ("config: {optimizer: adamm}\n", "{path}: config: unknown optimizer 'adamm': choose one of sgd, adam, adamw, "),
     ("provenance: {study: x}\n", "{path} has no `config` section: export a trial with `tune export STUDY -o {path}`"),
     ("config: {}\nweights: x\n", "{path}: unknown section(s) weights: an export file holds config, input, "
-                                 "provenance"),
+                                 "ensemble, provenance"),
     ("- config\n", "{path} has no `config` section"),
     ("", "{path} has no `config` section"),
 ])

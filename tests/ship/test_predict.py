@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 import tuner
 from tuner.cli import main
-from tuner.datasets.images import preprocess_record
+from tuner.datasets.images import preprocess_record, with_steps
 from tuner.errors import TuneError
 from tuner.ship.checkpoint import read_info
 from tuner.testing import make_images
@@ -113,7 +113,7 @@ def test_kept_trial_weights_predict_as_the_trial_tested(folder_run):
 
 def test_weights_export_and_card_carry_the_input(folder_run):
     trial_input = folder_run["study"].best_trial.user_attrs["input"]
-    preprocess = preprocess_record(3, (20, 20))
+    preprocess = with_steps(preprocess_record(3, (20, 20)))  # with the steps a client without tune follows
     for weights in (folder_run["run"] / "model.safetensors", folder_run["weights"]):
         with safe_open(str(weights), framework="pt") as f:
             metadata = f.metadata()
@@ -220,5 +220,5 @@ def test_weights_saved_before_classes_were_recorded_still_load(tmp_path):
                metadata={"config": json.dumps(config.to_dict()), "input_shape": "[1, 28, 28]", "num_classes": "10"})
     model = tuner.load_model(tmp_path / "old.safetensors")
     assert model.classes == tuple(str(i) for i in range(10))
-    assert model.info.preprocess == preprocess_record(1, (28, 28))
+    assert model.info.preprocess == with_steps(preprocess_record(1, (28, 28)))
     assert tuner.predict(model, torch.zeros(1, 1, 28, 28, dtype=torch.uint8))[0].class_name in model.classes

@@ -23,7 +23,14 @@ def test_default_study_searches_the_four_core_hyperparameters():
     assert set(search["optimizer"].values) >= {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"}
     assert search["lr"] == Range(1e-4, 0.1, log=True)
     assert isinstance(search["batch_size"], Choices)
-    assert isinstance(search["gamma"], Range)
+    assert search["scheduler"] == Choices(("cosine", "onecycle")) and "gamma" not in search  # gamma: exponential, step
+    assert search["model.width"] == Choices((16, 24, 32))  # bncnn's width
+
+
+def test_another_model_leaves_the_default_studys_model_arguments_behind():
+    assert "model.width" not in StudySpec().replace(model="mlp").search  # 16 units would be no MLP
+    assert "model.width" not in StudySpec().replace(model="torchvision:resnet18").search
+    assert StudySpec().replace(model="bncnn").search["model.width"] == Choices((16, 24, 32))
 
 
 def test_search_entries_read_as_fixed_choices_or_ranges():
@@ -51,11 +58,16 @@ def test_toml_spec(tmp_path):
     ({"epochs": 0}, "epochs must be >= 1, got 0"),
     ({"sampler": "bayes"}, "unknown sampler 'bayes': choose one of tpe, random, cmaes, gp, qmc"),
     ({"pruner": "early"}, "unknown pruner 'early'"),
-    ({"dataset": ""}, "dataset must be fashion-mnist, mnist, kmnist, cifar10 or the path of a folder"),
+    ({"dataset": ""}, "dataset must be fashion-mnist, mnist, kmnist, cifar10, fashion-mnist-sample or the path of a "
+                      "folder"),
     ({"validation": 1.5}, "validation must be a fraction between 0 and 1"),
     ({"metric": "accuracy", "direction": "minimize"}, "direction 'minimize' contradicts metric 'accuracy'"),
     ({"epoch": 3}, "unknown field(s) epoch in spec"),
-    ({"model": "bncnn", "search": {"model.width": [4, 8]}}, "search.model.width: the built-in families (bncnn)"),
+    ({"model": "bncnn", "search": {"model.act": "relu"}}, "search.model.act: model bncnn takes model.width and "
+                                                          "model.depth, not model.act"),
+    ({"model": "bncnn", "search": {"model.width": {"low": 8, "high": 64.5}}},
+     "search.model.width: model.width of bncnn must be a whole number >= 1, got 64.5"),
+    ({"search": {"scheduler": "cosine", "warmup": 0.7}}, "warmup must be <= 0.5, got 0.7"),
     ({"model": "resnet18"}, "unknown model 'resnet18': use mlp, cnn, convnet, bncnn, torchvision:NAME"),
     ({"model": "torchvision:"}, "model 'torchvision:' names no torchvision model"),
     ({"search": {"model.2x": [1, 2]}}, "search.model.2x: '2x' is not a keyword argument name"),

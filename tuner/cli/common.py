@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tuner.errors import TuneError
@@ -20,7 +22,7 @@ class TuneGroup(click.Group):
     shows the traceback of a TuneError instead.
     """
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.UsageError as e:

@@ -7,7 +7,7 @@ with every message on stderr. The data they print comes from `tuner.look.inspect
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -16,8 +16,11 @@ from tuner.cli.common import storage_option
 from tuner.cli.output import emit, format_option, study_argument
 from tuner.record import TEST_ATTR
 
+if TYPE_CHECKING:
+    from rich.table import Table
 
-def trials_table(rows: list[dict[str, Any]], title: str | None = None):
+
+def trials_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     from rich.table import Table
 
     params = list(dict.fromkeys(name for row in rows for name in row["params"]))
@@ -81,22 +84,23 @@ def ls(storage: str | None, fmt: str) -> None:
 
 
 @click.command()
-@study_argument
+@click.argument("name", metavar="[NAME]", required=False, shell_complete=output.complete_study_name)
 @storage_option
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, metavar="K",
               help="How many of the best completed trials to list.")
 @format_option
-def show(name: str, storage: str | None, top: int, fmt: str) -> None:
-    """Show study NAME: its best trial, the top trials, what pruning saved, and parameter importances.
+def show(name: str | None, storage: str | None, top: int, fmt: str) -> None:
+    """Show study NAME (or the storage's only study): its best trial, the top trials, what pruning saved, and
+    parameter importances.
 
     \b
     Examples:
-      tune show fashion-mnist
+      tune show
       tune show fashion-mnist --top 10 --format json | jq .importances
     """
-    from tuner.look.inspect import open_study, study_detail
+    from tuner.look.inspect import only_study, open_study, study_detail
 
-    detail = study_detail(open_study(name, storage), top)
+    detail = study_detail(open_study(name or only_study(storage), storage), top)
     emit(fmt, detail, lambda: print_detail(detail), rows=False)
 
 

@@ -7,10 +7,14 @@ import csv
 import io
 import json
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FORMATS = ("table", "json", "csv")
 
@@ -19,8 +23,9 @@ def complete_study_name(ctx: click.Context, param: click.Parameter, incomplete: 
     """Study names in the storage (from --storage or TUNE_STORAGE if given before NAME) for shell completion."""
     try:
         from tuner.look.inspect import read_storage
-        from tuner.storage import study_names
+        from tuner.storage import quiet_optuna, study_names
 
+        quiet_optuna()  # no warning lines in the user's shell either
         names = study_names(read_storage(ctx.params.get("storage")))
     except Exception:  # completion must never print a traceback into the user's shell
         return []
@@ -81,7 +86,7 @@ def csv_text(records: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def emit(fmt: str, data: Any, table, *, rows: bool) -> None:
+def emit(fmt: str, data: Any, table: Callable[[], None], *, rows: bool) -> None:
     """Print `data` as JSON, as CSV (a row per record when `rows`, else key,value pairs), or via `table()`."""
     if fmt == "json":
         click.echo(json.dumps(_jsonable(data), indent=2))
@@ -95,7 +100,7 @@ def emit(fmt: str, data: Any, table, *, rows: bool) -> None:
 
 # --- tables
 
-def stdout_console():
+def stdout_console() -> Console:
     """stdout; wide when it is not a terminal, so tables written to files or pipes keep whole values."""
     from rich.console import Console
 

@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from tuner.cli.common import data_dir_option, device_option, storage_option
 from tuner.cli.output import FORMATS, emit, study_argument
+
+if TYPE_CHECKING:
+    from tuner.ship.export import Export
+    from tuner.ship.inference import Predictions
+    from tuner.spec import RunConfig
+    from tuner.train import Epoch
 
 
 @click.command()
@@ -23,8 +29,11 @@ from tuner.cli.output import FORMATS, emit, study_argument
 @click.option("--with-weights", is_flag=True,
               help="Also copy the trial's kept weights (tune start --keep-top) next to FILE, as FILE's stem "
                    "+ .safetensors.")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, metavar="K",
+              help="List the K best distinct configs (the trial's and its runners-up) for `tune train FILE "
+                   "--ensemble K`.")
 def export(name: str, storage: str | None, output: str | None, trial_number: int | None,
-           with_weights: bool) -> None:
+           with_weights: bool, top: int) -> None:
     """Write the best trial of study NAME (or trial N) as one self-contained run config file.
 
     The file holds everything `tune train` needs to rerun the trial (dataset, model, optimizer and its
@@ -51,10 +60,10 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
     if output == "-":
         if with_weights:
             raise click.UsageError("--with-weights writes a file beside the config: give -o FILE, not -o -")
-        click.echo(exports.export_text(study, trial, storage or default_storage_url(), "FILE"), nl=False)
+        click.echo(exports.export_text(study, trial, storage or default_storage_url(), "FILE", top), nl=False)
         return
     path = Path(output) if output else exports.default_path(name, trial.number)
-    weights = exports.export_trial(study, trial, storage or default_storage_url(), path, with_weights)
+    weights = exports.export_trial(study, trial, storage or default_storage_url(), path, with_weights, top)
     click.echo(f"Wrote trial {trial.number} of {name!r} to {path}" + (f" and {weights}" if weights else ""))
     click.echo(f"Train it: tune train {path}", err=True)
     problem = exports.record_in_note(study, path, trial.number)
@@ -73,35 +82,76 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
 @click.option("--full-train", is_flag=True,
               help="Train on train + validation (the whole training set); validation metrics are then the test's.")
 @click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")
+@click.option("--resume", is_flag=True,
+              help="Go on from the checkpoint a killed run of the same command left in DIR (the same --out goes "
+                   "on by itself; --resume says one is expected).")
+@click.option("--ensemble", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="Train the K best distinct configs FILE lists (tune export --top) and save them as one model "
+                   "that averages their probabilities.")
 def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | None, device: str, full_train: bool,
-          overwrite: bool) -> None:
+          overwrite: bool, resume: bool, ensemble: int) -> None:
     """Train the run config in FILE (from `tune export`) for production.
 
     By default it replays the trial exactly (same split, seed and epochs), through the code that trained it:
-    on the same machine and device the test accuracy is the trial's. The run folder holds the weights (with
-    their config, classes and preprocessing), config.yaml, metrics.json and a model card, README.md.
+    on the same machine and device the test accuracy is the trial's. --epochs N keeps the schedule's shape (an
+    exponential gamma is rescaled so that the last epoch's learning rate is the trial's; a step schedule's steps
+    spread out; cosine and onecycle span the N epochs) and says what it changed. The run folder holds the weights
+    (with their config, classes and preprocessing), config.yaml, metrics.json and a model card, README.md.
 
     \b
     Examples:
       tune export fashion-mnist -o best.yaml && tune train best.yaml
       tune train best.yaml --full-train --epochs 20 --out runs/fmnist-prod --device cuda
+      tune train best.yaml --full-train --epochs 20 --out runs/fmnist-prod --device cuda --resume   (after a kill)
+      tune train best.yaml --full-train --ensemble 3
     """
     from tuner.ship import production
+    from tuner.ship.checkpoint import WEIGHTS_FILE
     from tuner.ship.export import read_export
 
     exported = read_export(file)
     for note in production.replay_notes(exported):
         click.echo(note, err=True)
+    if ensemble > 1:
+        if resume:
+            raise click.UsageError("--resume goes on with one config; an --ensemble run starts over")
+        _train_ensemble(exported, file, ensemble, out_dir, data_dir, epochs, device, full_train, overwrite)
+        return
     with EpochProgress(epochs or exported.config.epochs) as progress:
         run = production.train_export(exported, file, out_dir=Path(out_dir) if out_dir else None, data_dir=data_dir,
                                       epochs=epochs, device=device, full_train=full_train, overwrite=overwrite,
-                                      on_epoch=progress.on_epoch, on_note=progress.console.print)
+                                      on_epoch=progress.on_epoch, on_note=progress.console.print, resume=resume)
     metrics = run.metrics
     trial = metrics["trial_test_accuracy"]
     versus = f" (trial: {trial:.4f})" if trial is not None and not full_train and epochs is None else ""
     click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {metrics['epochs']} epochs in "
                f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
-    click.echo(f"Wrote {run.out_dir / production.WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
+    click.echo(f"Wrote {run.out_dir / WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
+               f"{production.CARD}")
+    click.echo(f"Use it: tune predict {run.out_dir} IMAGES...", err=True)
+
+
+def _train_ensemble(exported: Export, file: str, count: int, out_dir: str | None, data_dir: str | None,
+                    epochs: int | None, device: str, full_train: bool, overwrite: bool) -> None:
+    from tuner.ship import production
+    from tuner.ship.checkpoint import WEIGHTS_FILE
+    from tuner.ship.ensemble import members_of, train_ensemble
+
+    total = sum(epochs or config.epochs for config, _ in members_of(exported, count, file))
+    with EpochProgress(total) as progress:
+        def on_member(number: int, config: RunConfig) -> None:
+            progress.epochs = config.epochs
+            progress.console.print(f"member {number} of {count}: {config.model} {config.optimizer} lr {config.lr:.3g} "
+                                   f"batch {config.batch_size} {config.scheduler}, {config.epochs} epochs")
+
+        run = train_ensemble(exported, file, count, out_dir=Path(out_dir) if out_dir else None, data_dir=data_dir,
+                             epochs=epochs, device=device, full_train=full_train, overwrite=overwrite,
+                             on_member=on_member, on_epoch=progress.on_epoch, on_note=progress.console.print)
+    metrics = run.metrics
+    alone = ", ".join(f"{member['test_accuracy']:.4f}" for member in metrics["members"])
+    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} of the ensemble of {count} (each alone: {alone}) in "
+               f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
+    click.echo(f"Wrote {run.out_dir / WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
                f"{production.CARD}")
     click.echo(f"Use it: tune predict {run.out_dir} IMAGES...", err=True)
 
@@ -124,10 +174,10 @@ class EpochProgress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
-    def on_epoch(self, epoch) -> None:
+    def on_epoch(self, epoch: Epoch) -> None:
         status = (f"epoch {epoch.epoch}/{self.epochs} train loss {epoch.train_loss:.4f} "
                   f"val acc {epoch.val_accuracy:.4f} ({epoch.seconds:.1f} s)")
         self.bar.update(self.task, advance=1, description=status)
@@ -199,7 +249,7 @@ def _predictions_table(rows: list[dict[str, Any]]) -> None:
     stdout_console().print(table)
 
 
-def _summary(result, confusion: bool) -> None:
+def _summary(result: Predictions, confusion: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 

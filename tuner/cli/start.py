@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from tuner.cli.common import data_dir_option, device_option, image_size_option, keep_top_option, storage_option
@@ -22,7 +24,8 @@ from tuner.spec.refs import dataset_ref, locate_models
                    "when resuming, else fashion-mnist].")
 @click.option("--dataset", metavar="NAME|DIR",
               help="A folder of images, one subfolder per class (or train/, val/, test/ of those), or a shipped "
-                   "dataset: fashion-mnist, mnist, kmnist, cifar10 (overrides the spec).")
+                   "dataset: fashion-mnist, mnist, kmnist, cifar10, or fashion-mnist-sample (2,222 images inside "
+                   "tune: no download) (overrides the spec).")
 @image_size_option
 @click.option("--model", metavar="REF",
               help="Model to tune (overrides the spec): bncnn, cnn, convnet, mlp, torchvision:NAME, timm:NAME, or "
@@ -36,13 +39,21 @@ from tuner.spec.refs import dataset_ref, locate_models
 @click.option("--compile", "compile_model", is_flag=True, default=None,
               help="Train through torch.compile (overrides the spec): faster long trials on a GPU, after a "
                    "warm-up per trial.")
+@click.option("--stop-when-flat/--no-stop-when-flat", default=None,
+              help="End the search once more trials are unlikely to help: Optuna's regret bound falls below the "
+                   "noise of validation accuracy (overrides the spec's stop_when_flat).")
+@click.option("--warm-start", metavar="STUDY",
+              help="Begin this new study with the best trials of STUDY (same data and classes), fitted to this "
+                   "study's space; its completed trials are added as they are where both studies train alike.")
+@click.option("--warm-start-storage", metavar="URL", help="Where --warm-start's study is [default: --storage].")
 @keep_top_option
 @device_option
 @worker_options
 def start(trials: int, timeout: float | None, study_name: str | None, spec_file: str | None, storage: str | None,
           data_dir: str | None, dataset: str | None, image_size: int | None, model: str | None, epochs: int | None,
           sampler: str | None, pruner: str | None, seed: int | None,
-          compile_model: bool | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
+          compile_model: bool | None, stop_when_flat: bool | None, warm_start: str | None,
+          warm_start_storage: str | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
           per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
 
@@ -54,14 +65,19 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
       tune start --study fmnist-sgd --spec studies/fashion-mnist.yaml --epochs 8 --seed 1
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
       tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
+      tune start --study fm-cnn --model cnn --warm-start fashion-mnist --stop-when-flat --trials 500
     """
     from tuner.search import session as sessions
     from tuner.search.gpus import plan_workers
 
+    if warm_start_storage is not None and warm_start is None:
+        raise click.UsageError("--warm-start-storage names where --warm-start's study is: give --warm-start STUDY")
     slots = plan_workers(workers, gpus, per_gpu)
-    models = {"model": model, "model_dirs": locate_models([model])} if model else {}
+    models: dict[str, Any] = {"model": model, "model_dirs": locate_models([model])} if model else {}
     session = sessions.prepare(study_name=study_name, spec_file=spec_file, storage_url=storage, data_dir=data_dir,
                                device=device, seed=seed, dataset=dataset_ref(dataset), image_size=image_size,
                                epochs=epochs, sampler=sampler, pruner=pruner, compile=compile_model,
-                               in_process=slots == [None], **models, **heartbeat(heartbeat_interval, grace_period))
+                               stop_when_flat=stop_when_flat, warm_start=warm_start,
+                               warm_start_storage=warm_start_storage, in_process=slots == [None], **models,
+                               **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from tuner.cli.common import data_dir_option, device_option, keep_top_option, storage_option
 from tuner.cli.output import study_argument
 
+if TYPE_CHECKING:
+    from tuner.search.session import Session
 
-def worker_options(command: Callable) -> Callable:
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def worker_options(command: F) -> F:
     """--workers, --gpus, --per-gpu, --heartbeat-interval, --grace-period: how trials run, shared by start/worker."""
     options = [
         click.option("--workers", type=click.IntRange(min=1), metavar="N",
@@ -54,21 +60,26 @@ def local_weights_warning(storage_url: str, keep_top: int) -> str | None:
             "to a directory every machine shares so that the dashboard can serve them (or --keep-top 0)")
 
 
-def run_and_report(session, slots: list[str | None], *, trials: int, timeout: float | None, seed: int | None,
+def run_and_report(session: Session, slots: list[str | None], *, trials: int, timeout: float | None, seed: int | None,
                    keep_top: int) -> None:
     """Run the trials, then print the summary; on Ctrl-C/SIGTERM print how to resume and exit 130."""
     from tuner.search import runner
     from tuner.search.pool import WorkersFailed
 
+    for line in runner.opening(session):
+        click.echo(line, err=True)
     try:
         runner.run(session, slots, n_trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
     except KeyboardInterrupt:
         which = "the running trial is" if slots == [None] else "the running trials are"
-        click.echo(f"\nInterrupted: {which} marked FAIL. Resume with: {runner.resume_command(session)}", err=True)
+        resume = runner.resume_command(session, runner.trials_left(session, trials))
+        click.echo(f"\nInterrupted: {which} marked FAIL and queued again, to go on from the last epoch saved. "
+                   f"Resume with: {resume}", err=True)
         raise SystemExit(130) from None
     except WorkersFailed as e:
         click.echo(runner.summary(session))
-        click.echo(f"Error: {e} (see its message above). Resume with: {runner.resume_command(session)}", err=True)
+        resume = runner.resume_command(session, runner.trials_left(session, trials))
+        click.echo(f"Error: {e} (see its message above). Resume with: {resume}", err=True)
         raise SystemExit(1) from None
     click.echo(runner.summary(session))
 
@@ -113,12 +124,18 @@ def worker(name: str, storage: str | None, trials: int, timeout: float | None, d
 @click.option("--once", is_flag=True, help="Print one snapshot and exit (for scripts) instead of a live view.")
 @click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="json prints one snapshot as JSON (implies --once).")
-def status(name: str, storage: str | None, once: bool, output: str) -> None:
+@click.option("--interval", type=click.FloatRange(min=0.1), metavar="S",
+              help="Seconds between updates: a redraw on a terminal, else one line each [default: 2 on a terminal, "
+                   "30 in a log].")
+def status(name: str, storage: str | None, once: bool, output: str, interval: float | None) -> None:
     """Watch study NAME: trials by state, running trials with worker, GPU, epoch and heartbeat, best, ETA.
+
+    On a terminal the view is redrawn in place; in a log or a pipe a line is printed every interval.
 
     \b
     Examples:
       tune status fashion-mnist
+      tune status fashion-mnist --interval 60 >> status.log
       tune status fashion-mnist --storage postgresql://tune@db:5432/tune --format json
     """
     from rich.console import Console
@@ -134,9 +151,12 @@ def status(name: str, storage: str | None, once: bool, output: str) -> None:
         elif once:
             Console(highlight=False, soft_wrap=True).print(view.render(view.snapshot(study)))
         else:
-            view.watch(study, Console(highlight=False))
+            console = Console(highlight=False)
+            view.watch(study, console, interval or (view.REFRESH_SECONDS if console.is_terminal else LOG_INTERVAL))
     finally:
         close_storage(storage_)
 
+
+LOG_INTERVAL = 30.0  # seconds between the lines `tune status` prints without a terminal
 
 COMMANDS = (worker, status)

@@ -1,7 +1,8 @@
 """Datasets as uint8 tensors on the training device, loaded once per process and split reproducibly.
 
-A dataset reference is the name of one of torchvision's benchmarks (`tuner.datasets.torchvision`) or the path of
-a folder of images, one subfolder per class (`tuner.datasets.folder`). Each source yields a `Source`; `load_splits`
+A dataset reference is the name of one of torchvision's benchmarks (`tuner.datasets.torchvision`), of a sample
+bundled with tune (`tuner.datasets.sample`), or the path of a folder of images, one subfolder per class
+(`tuner.datasets.folder`). Each source yields a `Source`; `load_splits`
 turns it into train, validation and test splits on the device. From then on no DataLoader or PIL is involved:
 batches are drawn by index from the tensors, and the model converts uint8 to normalized floats itself.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from tuner.datasets.splits import Images, Source, Splits, make_splits
 from tuner.errors import TuneError
-from tuner.spec.refs import is_folder
+from tuner.spec.refs import is_folder, is_sample
 
 __all__ = ["Images", "Source", "Splits", "data_warnings", "default_data_dir", "is_folder", "load_source", "load_splits",
            "splits_for"]
@@ -35,9 +36,14 @@ def load_source(dataset: str, data_dir: str | Path | None = None, image_size: in
         from tuner.datasets import folder
 
         return folder.load(dataset, image_size)
-    from tuner.datasets import torchvision
+    if is_sample(dataset):
+        from tuner.datasets import sample
 
-    source = torchvision.load(dataset, data_dir or default_data_dir())
+        source = sample.load(dataset)
+    else:
+        from tuner.datasets import torchvision
+
+        source = torchvision.load(dataset, data_dir or default_data_dir())
     native = source.preprocess["size"]
     if image_size is not None and [image_size, image_size] != native:
         raise TuneError(f"image size {image_size}: {dataset} comes in {native[0]}x{native[1]} images and is used "
@@ -52,10 +58,12 @@ def load_splits(dataset: str, data_dir: str, validation: float | str, split_seed
 
     `validation` is the fraction of the training set held out when the dataset has no validation split, or
     "test" to select on the test split (as Optuna's tutorials do). `with_validation=False` trains on train +
-    validation (production runs). Folders hold out the same share of every class; see `make_splits`.
+    validation (production runs). Folders and bundled samples hold out the same share of every class; see
+    `make_splits`.
     """
     source = load_source(dataset, data_dir, image_size)
-    return make_splits(source, validation, split_seed, device, with_validation, stratified=is_folder(dataset))
+    return make_splits(source, validation, split_seed, device, with_validation,
+                       stratified=is_folder(dataset) or is_sample(dataset))
 
 
 def splits_for(run: Any, data_dir: str | Path | None, device: str, with_validation: bool = True) -> Splits:

@@ -15,10 +15,10 @@ import statistics
 import sys
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import PIL
 import torch
@@ -33,9 +33,13 @@ from tuner.datasets.images import (
     open_image,
     preprocess_record,
 )
+from tuner.datasets.parallel import parallel_map
 from tuner.datasets.splits import Images, Source
 from tuner.errors import TuneError, one_line
 from tuner.spec.refs import BENCHMARKS
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 SPLITS = ("train", "val", "test")
@@ -54,7 +58,7 @@ class Scan:
     classes: tuple[str, ...]
     files: list[tuple[str, str, int]] = field(default_factory=list)  # (path relative to root, split, class index)
     stats: list[tuple[str, int, int]] = field(default_factory=list)  # (path, bytes, mtime_ns): the fingerprint
-    ignored: Counter = field(default_factory=Counter)  # why -> how many files: hidden, not an image, ...
+    ignored: Counter[str] = field(default_factory=Counter)  # why -> how many files: hidden, not an image, ...
     split_folders: dict[str, str] = field(default_factory=dict)  # split -> its folder name
 
     @property
@@ -76,12 +80,12 @@ def _subfolders(path: Path) -> list[Path]:
 def check_folder(root: Path) -> Path:
     """`root` (with `~` expanded), or one line saying why it cannot be a dataset folder."""
     if str(root) in BENCHMARKS:
-        raise TuneError(f"{root} is a shipped torchvision dataset, not a folder of images: tune data reads folders; "
+        raise TuneError(f"{root} is a dataset tune knows by name, not a folder of images: tune data reads folders; "
                         f"search it with tune start --dataset {root}")
     root = Path(root).expanduser()
     if not root.exists():
         raise TuneError(f"no such folder: {root} (give a folder with one subfolder per class, like {EXAMPLE}, "
-                        "or a shipped dataset: fashion-mnist, mnist, kmnist, cifar10)")
+                        f"or a shipped dataset: {', '.join(BENCHMARKS)})")
     if not root.is_dir():
         raise TuneError(f"{root} is a file, not a folder: give the folder that holds one subfolder per class "
                         f"({EXAMPLE})")
@@ -127,9 +131,9 @@ def scan_folder(root: str | Path) -> Scan:
         classes = tuple(p.name for p in _subfolders(named["train"]))
         scan = Scan(root, "splits", classes, split_folders={s: p.name for s, p in named.items()})
         for split, folder in named.items():
-            found = tuple(p.name for p in _subfolders(folder))
-            if split != "train" and found != classes:
-                missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+            in_split = tuple(p.name for p in _subfolders(folder))
+            if split != "train" and in_split != classes:
+                missing, extra = sorted(set(classes) - set(in_split)), sorted(set(in_split) - set(classes))
                 what = "; ".join(filter(None, [f"lacks {', '.join(missing)}" if missing else "",
                                                f"has {', '.join(extra)} that train/ lacks" if extra else ""]))
                 raise TuneError(f"{folder} has other classes than {named['train']} ({what}): use the same class "
@@ -183,27 +187,6 @@ def default_image_size(headers: list[Header]) -> int:
     return max(MIN_DEFAULT_SIZE, min(MAX_DEFAULT_SIZE, median))
 
 
-def _progress(total: int, description: str):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    return Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=console, disable=not console.is_terminal or total < 200, transient=True)
-
-
-def _parallel(function, items: list, description: str, threads: int = 1) -> list:
-    """`function` over `items`, with a progress bar; on `threads` threads when more than one."""
-    results: list = []
-    with _progress(len(items), description) as progress, ThreadPoolExecutor(threads) as pool:
-        task = progress.add_task(description, total=len(items))
-        mapped = pool.map(function, items, chunksize=16) if threads > 1 else map(function, items)
-        for result in mapped:
-            results.append(result)
-            progress.advance(task)
-    return results
-
-
 def decode_threads(scan: Scan) -> int:
     """A thread per core for files big enough that decoding them is most of the work (Pillow releases the GIL
     while it decodes and resizes); one for small files, whose time is Python's, which threads only contend for."""
@@ -211,9 +194,9 @@ def decode_threads(scan: Scan) -> int:
     return (os.cpu_count() or 1) if mean_bytes >= PARALLEL_FILE_BYTES else 1
 
 
-def _try(function):
+def _try(function: Callable[[A], R]) -> Callable[[A], R | UnreadableImage]:
     """`function` returning its UnreadableImage instead of raising it, for a parallel map over many files."""
-    def attempt(argument):
+    def attempt(argument: A) -> R | UnreadableImage:
         try:
             return function(argument)
         except UnreadableImage as e:
@@ -221,9 +204,10 @@ def _try(function):
     return attempt
 
 
-def _decode_all(paths: list[Path], channels: list[int], size: int, threads: int) -> list:
+def _decode_all(paths: list[Path], channels: list[int], size: int,
+                threads: int) -> list[torch.Tensor | UnreadableImage]:
     jobs = [(p, c, size) for p, c in zip(paths, channels, strict=True)]
-    return _parallel(_try(lambda job: decode(*job)), jobs, "decoding images", threads)
+    return parallel_map(_try(lambda job: decode(*job)), jobs, "decoding images", threads)
 
 
 def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | UnreadableImage:
@@ -235,17 +219,19 @@ def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | Un
     return Header(size, mode, gray), tensor
 
 
-def _decode_images(paths: list[Path], image_size: int | None, threads: int) -> tuple[list, list, int, int]:
+def _decode_images(paths: list[Path], image_size: int | None, threads: int) -> tuple[
+        list[Header | UnreadableImage], list[torch.Tensor | UnreadableImage], int, int]:
     """(headers, decoded tensors or errors, channels, size) of every file. With the size known each file is opened
     once; else a first pass reads the headers for the default size. Grayscale files are decoded again in RGB when
     the folder also has color images: exactly what `tune predict` does with them then."""
+    decoded: list[torch.Tensor | UnreadableImage] | None
     if image_size is not None:
-        probed = _parallel(_probe_and_decode, [(p, image_size) for p in paths], "decoding images", threads)
+        probed = parallel_map(_probe_and_decode, [(p, image_size) for p in paths], "decoding images", threads)
         headers = [r[0] if isinstance(r, tuple) else r for r in probed]
         decoded = [r[1] if isinstance(r, tuple) else r for r in probed]
         size = image_size
     else:
-        headers = _parallel(_try(_header), paths, "reading image headers")
+        headers = parallel_map(_try(_header), paths, "reading image headers")
         readable = [h for h in headers if isinstance(h, Header)]
         size = default_image_size(readable) if readable else 1
         decoded = None
@@ -276,7 +262,7 @@ def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], 
     split_codes = {name: code for code, name in enumerate(SPLITS)}
     y = torch.tensor([scan.files[i][2] for i, _ in kept], dtype=torch.int64)
     split = torch.tensor([split_codes[scan.files[i][1]] for i, _ in kept], dtype=torch.int8)
-    good_headers = [headers[i] for i, _ in kept]
+    good_headers = [cast(Header, headers[i]) for i, _ in kept]  # a file that decoded had its header read
     sizes = [h.size for h in good_headers]
     meta = {
         "version": CACHE_VERSION,

@@ -11,14 +11,17 @@ camera-sized photos.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from tuner.errors import one_line
+
+T = TypeVar("T")
 
 RESIZE_RULE = "shorter-side-center-crop"  # the only rule today; recorded so that readers can check it
 # The whole rule, recorded with datasets and saved models for code that prepares images without tune.
@@ -36,6 +39,38 @@ def preprocess_record(channels: int, size: tuple[int, int] | list[int]) -> dict[
     """How files become a model's input: stored with datasets, exports and weights."""
     return {"channels": int(channels), "size": [int(size[0]), int(size[1])], "resize": RESIZE_RULE,
             "decode": DECODE_RULE}
+
+
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")  # flattened onto white, as is mode P with a transparent color
+
+
+def preprocess_steps(channels: int, size: tuple[int, int] | list[int]) -> list[dict[str, Any]]:
+    """The rule of this module as steps, in order, each with its parameters: what a client without tune repeats
+    with Pillow and NumPy to give a model exactly its training inputs (docs/onnx_client.py follows them)."""
+    height, width = int(size[0]), int(size[1])
+    mode = "L" if channels == 1 else "RGB"
+    return [
+        {"op": "open", "call": "PIL.Image.open(file)"},
+        {"op": "draft", "call": "image.draft(mode, size)", "mode": mode, "size": [max(height, width)] * 2,
+         "note": "JPEG only (a no-op for other formats): decode at the smallest DCT scale still >= size"},
+        {"op": "exif_transpose", "call": "PIL.ImageOps.exif_transpose(image)"},
+        {"op": "to_8bit", "modes": [m for m in GRAYSCALE_MODES if m[0] in "IF"],
+         "rule": "I;16* (or any I above 255): / 257; F with max <= 1: * 255; round, clip to 0..255, mode L"},
+        {"op": "flatten_alpha", "modes": list(ALPHA_MODES), "also": "mode P with info['transparency']",
+         "call": "Image.alpha_composite(Image.new('RGBA', image.size, background), image.convert('RGBA'))",
+         "background": [255, 255, 255, 255]},
+        {"op": "convert", "call": "image.convert(mode)", "mode": mode},
+        {"op": "fit", "call": "PIL.ImageOps.fit(image, size, method, centering=centering)", "size": [width, height],
+         "method": "bilinear", "centering": [0.5, 0.5], "when": "image.size != size"},
+        {"op": "to_array", "dtype": "uint8", "layout": "CHW", "note": "(H, W) -> (1, H, W); (H, W, 3) -> (3, H, W)"},
+    ]
+
+
+def with_steps(preprocess: dict[str, Any]) -> dict[str, Any]:
+    """A preprocessing record with its `steps` (`preprocess_steps`), for metadata that code outside tune reads."""
+    if "steps" in preprocess or not {"channels", "size"} <= set(preprocess):
+        return preprocess
+    return {**preprocess, "steps": preprocess_steps(preprocess["channels"], preprocess["size"])}
 
 
 def image_suffixes() -> frozenset[str]:
@@ -77,7 +112,7 @@ def _flatten(image: Image.Image, channels: int) -> Image.Image:
     """Any mode -> "L" (channels 1) or "RGB" (3); transparent parts become white."""
     if image.mode.startswith("I") or image.mode == "F":
         image = _to_8bit(image)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return image.convert("L" if channels == 1 else "RGB")
@@ -98,7 +133,7 @@ def to_tensor(image: Image.Image, channels: int, size: int | tuple[int, int]) ->
     return tensor.unsqueeze(0) if channels == 1 else tensor.permute(2, 0, 1).contiguous()
 
 
-def _with_image(path: str | Path, use):
+def _with_image(path: str | Path, use: Callable[[Image.Image], T]) -> T:
     """`use(image)` on the opened file; UnreadableImage if Pillow cannot open or decode it."""
     image = open_image(path)
     try:

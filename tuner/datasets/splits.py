@@ -4,7 +4,7 @@ made them, split reproducibly into train, validation and test, and placed where 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -79,7 +79,7 @@ class Splits:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.train.x.shape[1:])
+        return cast(tuple[int, int, int], tuple(self.train.x.shape[1:]))
 
     @property
     def num_classes(self) -> int:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from tuner.datasets.splits import Images, Source
-from tuner.errors import TuneError, one_line
+from tuner.errors import DataUnavailable, one_line
+from tuner.fileio import no_empty_folders_on_error
 from tuner.spec.refs import BENCHMARKS
 
 
-def _torchvision_dataset(dataset: str, root: Path, train: bool):
+def _torchvision_dataset(dataset: str, root: Path, train: bool) -> Any:  # a torchvision VisionDataset
     import torchvision
 
     cls = getattr(torchvision.datasets, BENCHMARKS[dataset].torchvision_class)
@@ -24,14 +26,15 @@ def _torchvision_dataset(dataset: str, root: Path, train: bool):
         pass  # not there yet: download it below
     try:
         # torchvision prints each mirror it tries; keep the terminal for tune's own output.
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                no_empty_folders_on_error(root / BENCHMARKS[dataset].files):
             return cls(root=str(root), train=train, download=True)
     except Exception as e:  # URLError, RuntimeError from torchvision's mirrors, OSError on a read-only dir
         reason = one_line(e)
-        raise TuneError(
+        raise DataUnavailable(
             f"{dataset} is not in {root} and could not be downloaded ({reason}). "
             f"Put torchvision's files in {root / BENCHMARKS[dataset].files}"
-            " or pass --data-dir DIR that holds them"
+            " or pass --data-dir DIR that holds them", dataset, str(root), reason
         ) from None
 
 

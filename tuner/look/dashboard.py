@@ -12,7 +12,7 @@ import ipaddress
 import signal
 import socket
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from tuner.errors import TuneError, raise_interrupt
@@ -34,7 +34,7 @@ class ThreadingWSGIServerV6(ThreadingWSGIServer):
 class QuietHandler(WSGIRequestHandler):
     """No log line per request: the dashboard polls every few seconds."""
 
-    def log_message(self, format: str, *args) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -47,7 +47,7 @@ def make_app(storage_url: str) -> WSGIApplication:
     from tuner.storage import open_existing_storage
 
     storage = open_existing_storage(storage_url)
-    return optuna_dashboard.wsgi(storage, artifact_store=artifact_store_for(storage_url))
+    return cast("WSGIApplication", optuna_dashboard.wsgi(storage, artifact_store=artifact_store_for(storage_url)))
 
 
 def is_loopback(host: str) -> bool:

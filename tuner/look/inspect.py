@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -22,7 +23,10 @@ from tuner.storage import load_study, open_existing_storage
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 SORT_KEYS = ("value", "number", "duration")
 TOP_TRIALS = 5
-MIN_IMPORTANCE_TRIALS = 10  # PED-ANOVA contrasts the top 10% of trials with the rest: fewer is noise
+# Importances: PED-ANOVA from 2 completed trials, the rule (and the evaluator) of optuna-dashboard, so that `tune
+# show`, `tune plot` and the dashboard agree; below ROUGH_IMPORTANCE_TRIALS they say the figures are rough.
+MIN_IMPORTANCE_TRIALS = 2
+ROUGH_IMPORTANCE_TRIALS = 10  # PED-ANOVA contrasts the top 10% of trials with the rest: fewer is noisy
 
 
 def read_storage(url: str | None) -> optuna.storages.BaseStorage:
@@ -33,6 +37,20 @@ def read_storage(url: str | None) -> optuna.storages.BaseStorage:
 
 def open_study(name: str, url: str | None) -> optuna.Study:
     return load_study(name, read_storage(url))
+
+
+def only_study(url: str | None) -> str:
+    """The name of the storage's one study, for commands run without a NAME; a TuneError when there are several
+    (naming them) or none."""
+    from tuner.storage import default_storage_url, public_url, study_names
+
+    names = study_names(read_storage(url))
+    where = public_url(url or default_storage_url())
+    if not names:
+        raise TuneError(f"no studies in {where}: create one with `tune start`, or point --storage at yours")
+    if len(names) > 1:
+        raise TuneError(f"{len(names)} studies in {where}: name one ({', '.join(sorted(names))})")
+    return names[0]
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -75,7 +93,7 @@ def _best(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
     if not complete:
         return None
     pick = max if direction == "maximize" else min
-    return pick(complete, key=lambda t: t.value)
+    return pick(complete, key=lambda t: cast(float, t.value))  # a complete trial has a value
 
 
 def direction_of(study: optuna.Study) -> str:
@@ -135,9 +153,9 @@ def parse_states(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _sort_key(sort: str, direction: str):
+def _sort_key(sort: str, direction: str) -> Callable[[FrozenTrial], tuple[float, ...]]:
     """Best value first; number ascending; longest duration first. Missing values sort last."""
-    def key(trial: FrozenTrial) -> tuple:
+    def key(trial: FrozenTrial) -> tuple[float, ...]:
         if sort == "number":
             return (0, trial.number)
         raw = trial.value if sort == "value" else duration_seconds(trial)
@@ -160,11 +178,11 @@ def trial_rows(study: optuna.Study, states: tuple[str, ...] | None = None, sort:
 def planned_epochs(trial: FrozenTrial, study: optuna.Study) -> int:
     """Epochs the trial would have run without pruning: its config's, else the study spec's, else what it ran."""
     config = trial.user_attrs.get(CONFIG_ATTR)
-    if isinstance(config, dict) and isinstance(config.get("epochs"), int):
-        return config["epochs"]
+    if isinstance(config, dict) and isinstance(epochs := config.get("epochs"), int):
+        return epochs
     spec = study.user_attrs.get(SPEC_ATTR)
-    if isinstance(spec, dict) and isinstance(spec.get("epochs"), int):
-        return spec["epochs"]
+    if isinstance(spec, dict) and isinstance(epochs := spec.get("epochs"), int):
+        return epochs
     return len(trial.intermediate_values)
 
 
@@ -185,12 +203,19 @@ def pruning_summary(study: optuna.Study) -> dict[str, Any]:
     }
 
 
+def importance_options(study: optuna.Study) -> dict[str, Any]:
+    """The evaluator and target optuna-dashboard computes importances with (PED-ANOVA ranks low targets best)."""
+    sign = -1.0 if direction_of(study) == "maximize" else 1.0
+    return {"evaluator": optuna.importance.PedAnovaImportanceEvaluator(),
+            "target": lambda trial: sign * (trial.value or 0.0)}  # completed trials: each has a value
+
+
 def importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
     """(importance per parameter, None), or ({}, why there are none yet) with too few trials or no varied param."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < MIN_IMPORTANCE_TRIALS:
         return {}, f"needs {MIN_IMPORTANCE_TRIALS} completed trials, has {len(complete)}"
-    values: dict[str, set] = {}
+    values: dict[str, set[str]] = {}
     for trial in complete:
         for name, value in trial.params.items():
             values.setdefault(name, set()).add(repr(value))
@@ -199,9 +224,11 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
         return {}, "no parameter took more than one value"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        found = optuna.importance.get_param_importances(study, params=varied)
+        found = optuna.importance.get_param_importances(study, params=varied, **importance_options(study))
     fixed = sorted(set(values) - set(varied))
-    return found, f"not varied: {', '.join(fixed)}" if fixed else None
+    notes = [f"rough: from {len(complete)} completed trials (steadier from {ROUGH_IMPORTANCE_TRIALS})"
+             if len(complete) < ROUGH_IMPORTANCE_TRIALS else "", f"not varied: {', '.join(fixed)}" if fixed else ""]
+    return found, "; ".join(filter(None, notes)) or None
 
 
 def trial_model(row: dict[str, Any]) -> str | None:
@@ -255,7 +282,9 @@ def drop_kept_weights(study: optuna.Study, storage: optuna.storages.BaseStorage)
 
     kept = kept_weights(study)
     if kept:
-        store = artifact_store_for(storage_url_of(storage))
+        url = storage_url_of(storage)
+        assert url is not None  # only a study in an RDB storage keeps weights (tuner.ship.artifacts.keep_weights)
+        store = artifact_store_for(url)
         for weights in kept:
             drop_weights(study, weights, store)
     return len(kept)

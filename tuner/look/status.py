@@ -12,11 +12,12 @@ from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tuner.record import CONFIG_ATTR, GPU_ATTR, WORKER_ATTR, run_budget, run_of
+from tuner.record import CONFIG_ATTR, GPU_ATTR, STOPPED_ATTR, WORKER_ATTR, run_budget, run_of
+from tuner.search.stopping import Stagnation, best_of, stagnation
 from tuner.storage import rdb
 
 REFRESH_SECONDS = 2.0
@@ -47,6 +48,8 @@ class Snapshot:
     trials_per_hour: float | None = None  # finished trials per hour over the last hour
     remaining: int | None = None  # trials left in the budgets of the invocations running now
     eta_seconds: float | None = None
+    since_best: dict[str, Any] | None = None  # {"trials", "seconds"}: how long the search has not improved
+    stopped: str | None = None  # why --stop-when-flat ended a search of it, if one did
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -93,14 +96,22 @@ def _best(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def _trials_per_hour(finished: list[FrozenTrial], now: datetime) -> float | None:
-    """Finished trials per hour, over the last hour (or since the first of them started, if that is later)."""
+    """Finished trials per hour of work, over the last hour: the time some trial that finished was running, so
+    that a study left idle (or resumed after a pause) is not slower for it."""
     hour_ago = now - timedelta(hours=1)
-    recent = [t for t in finished if t.datetime_complete and t.datetime_complete >= hour_ago]
-    if not recent:
+    spans: list[tuple[datetime, datetime]] = []
+    for t in finished:
+        if t.datetime_complete is not None and t.datetime_complete >= hour_ago:
+            spans.append((max(hour_ago, t.datetime_start or t.datetime_complete), t.datetime_complete))
+    spans.sort()
+    if not spans:
         return None
-    since = max(hour_ago, min(t.datetime_start or t.datetime_complete for t in recent))
-    hours = max((now - since).total_seconds(), 1.0) / 3600
-    return len(recent) / hours
+    busy, end = 0.0, hour_ago
+    for start, stop in spans:  # the union of the spans: parallel trials count once
+        if stop > end:
+            busy += (stop - max(start, end)).total_seconds()
+            end = stop
+    return len(spans) / (max(busy, 1.0) / 3600)
 
 
 def _remaining(trials: list[FrozenTrial], running: list[FrozenTrial]) -> int | None:
@@ -109,7 +120,7 @@ def _remaining(trials: list[FrozenTrial], running: list[FrozenTrial]) -> int | N
     if not budgets or None in budgets or None in budgets.values():
         return None
     started = Counter(run_of(t) for t in trials if t.state != TrialState.WAITING)
-    return sum(max(0, total - started[run]) for run, total in budgets.items())
+    return sum(max(0, total - started[run]) for run, total in budgets.items() if total is not None)
 
 
 def _eta(finished: list[FrozenTrial], n_running: int, remaining: int | None) -> float | None:
@@ -134,7 +145,13 @@ def snapshot(study: optuna.Study) -> Snapshot:
         counts=dict(sorted(Counter(t.state.name for t in trials).items())),
         running=[_running(t, ages, now) for t in running], best=_best(study),
         trials_per_hour=_trials_per_hour(finished, now), remaining=remaining,
-        eta_seconds=_eta(finished, len(running), remaining))
+        eta_seconds=_eta(finished, len(running), remaining), since_best=_since_best(study, trials),
+        stopped=(study.user_attrs.get(STOPPED_ATTR) or {}).get("reason"))
+
+
+def _since_best(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any] | None:
+    flat = stagnation(trials, best_of(study))
+    return asdict(flat) if flat is not None else None
 
 
 def _duration(seconds: float | None) -> str:
@@ -155,8 +172,8 @@ def _short(value: Any) -> str:
 def render(shot: Snapshot) -> Group:
     """The snapshot for a terminal: a header, the running trials as a table, the pace."""
     total = sum(shot.counts.values())
-    lines = [Text(f"Study {shot.study!r} ({shot.direction}): {total} trials ("
-                  + ", ".join(f"{state} {n}" for state, n in shot.counts.items()) + ")")]
+    lines: list[RenderableType] = [Text(f"Study {shot.study!r} ({shot.direction}): {total} trials ("
+                                        + ", ".join(f"{state} {n}" for state, n in shot.counts.items()) + ")")]
     if shot.best is None:
         lines.append(Text("Best: no trial completed yet"))
     else:
@@ -171,6 +188,10 @@ def render(shot: Snapshot) -> Group:
         lines.append(table)
     else:
         lines.append(Text("No trial running"))
+    if shot.since_best is not None:
+        lines.append(Text(f"Since the best: {Stagnation(**shot.since_best).text()}"))
+    if shot.stopped is not None:
+        lines.append(Text(f"Stopped: {shot.stopped}"))
     pace = "Pace: " + ("-" if shot.trials_per_hour is None else f"{shot.trials_per_hour:.1f} trials/hour")
     if shot.remaining is not None:
         pace += f"; {shot.remaining} trial(s) left in the running budgets, ETA {_duration(shot.eta_seconds)}"
@@ -178,10 +199,38 @@ def render(shot: Snapshot) -> Group:
     return Group(*lines)
 
 
+def line(shot: Snapshot, now: datetime | None = None) -> str:
+    """The snapshot on one line, for a log: `tune status` without a terminal prints one per interval."""
+    moment = (now or datetime.now()).strftime("%H:%M:%S")
+    states = ", ".join(f"{state} {n}" for state, n in shot.counts.items())
+    parts = [f"{moment} {shot.study}: {sum(shot.counts.values())} trials ({states})"]
+    if shot.running:
+        parts.append("running: " + ", ".join(f"trial {r.number} epoch {r.epoch}/{r.epochs or '?'}"
+                                             for r in shot.running))
+    parts.append("no trial completed yet" if shot.best is None
+                 else f"best {shot.best['value']:.4f} (trial {shot.best['number']})")
+    if shot.since_best is not None:
+        parts.append(Stagnation(**shot.since_best).text())
+    if shot.trials_per_hour is not None:
+        parts.append(f"{shot.trials_per_hour:.1f} trials/hour")
+    if shot.remaining is not None:
+        parts.append(f"{shot.remaining} left, ETA {_duration(shot.eta_seconds)}")
+    return "; ".join(parts)
+
+
 def watch(study: optuna.Study, console: Console, refresh: float = REFRESH_SECONDS) -> None:
-    """Redraw the snapshot every `refresh` seconds until Ctrl-C."""
+    """Redraw the snapshot every `refresh` seconds until Ctrl-C; without a terminal (a log, a pipe), print it as
+    one line every `refresh` seconds instead."""
     from rich.live import Live
 
+    if not console.is_terminal:
+        try:
+            while True:
+                console.print(line(snapshot(study)), highlight=False, soft_wrap=True)
+                console.file.flush()
+                time.sleep(refresh)
+        except KeyboardInterrupt:
+            return
     with Live(render(snapshot(study)), console=console, auto_refresh=False) as live:
         try:
             while True:

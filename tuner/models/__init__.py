@@ -7,7 +7,7 @@ preprocessing and production code feeds raw images. The built-in families live i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,9 @@ __all__ = ["Standardize", "build_model"]
 class Standardize(nn.Module):
     """uint8 (or [0, 1] float) images -> per-channel standardized floats. With three-channel statistics (pretrained
     weights) a grayscale image comes out repeated to three channels, by broadcasting."""
+
+    mean: torch.Tensor  # buffers, (1, C, 1, 1)
+    std: torch.Tensor
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
@@ -44,24 +47,25 @@ def build_model(config: RunConfig, shape: tuple[int, int, int], num_classes: int
     from tuner.models import hubs, zoo
 
     source, name = model_source(config.model)
-    shape = tuple(shape)
+    shape = cast(tuple[int, int, int], tuple(shape))
     if source == "builtin":
-        if config.model_args:
-            raise TuneError(f"model {name} takes no arguments (got {', '.join(config.model_args)}): model.NAME "
-                            "keys apply to torchvision, timm and your own models")
-        try:
-            return nn.Sequential(Standardize(mean, std), zoo.FAMILIES[name](shape, num_classes, config.dropout))
-        except RuntimeError as e:  # the features shrink the images to nothing
-            raise TuneError(f"model {name} cannot take {'x'.join(map(str, shape))} images "
-                            f"({str(e).strip().splitlines()[0][:160]}): use larger images (image_size, for folders) "
-                            "or another model") from None
+        family = zoo.FAMILIES[name]
+        try:  # RunConfig checked the arguments (width and depth, positive integers)
+            network = family(shape, num_classes, config.dropout, **config.model_args)
+            return nn.Sequential(Standardize(mean, std), network)
+        except (RuntimeError, ValueError) as e:  # the features shrink the images to nothing (or to 1x1: batch norm)
+            depth = f" with depth {config.model_args['depth']}" if "depth" in config.model_args else ""
+            fix = ", a smaller model.depth" if depth else ""
+            raise TuneError(f"model {name}{depth} cannot take {'x'.join(map(str, shape))} images "
+                            f"({str(e).strip().splitlines()[0][:160]}): use larger images (image_size, for folders)"
+                            f"{fix} or another model") from None
     if source == "torchvision":
         built = hubs.torchvision_model(name, shape, num_classes, config.model_args, config.pretrained, load_pretrained)
     elif source == "timm":
         built = hubs.timm_model(name, shape, num_classes, config.model_args, config.pretrained, load_pretrained)
     else:
         built = hubs.user_model(config.model, shape, num_classes, config.model_args, config.model_dir)
-    if built.mean is not None:
+    if built.mean is not None and built.std is not None:
         mean, std = built.mean, built.std
     model = nn.Sequential(Standardize(mean, std), built.net)
     check_output(model, shape, num_classes, config.model)

@@ -13,7 +13,7 @@ import inspect
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -46,8 +46,9 @@ def adapt_stem(net: nn.Module, channels: int, ref: str) -> nn.Module:
     for parent in net.modules():
         for name, child in parent.named_children():
             if isinstance(child, nn.Conv2d) and child.in_channels == 3:
-                setattr(parent, name, nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,
-                                                child.padding, child.dilation, child.groups, child.bias is not None,
+                # torch types a Conv2d's kernel_size, stride, padding and dilation as tuple[int, ...]: they are pairs
+                setattr(parent, name, nn.Conv2d(channels, child.out_channels, child.kernel_size, child.stride,  # type: ignore[arg-type]
+                                                child.padding, child.dilation, child.groups, child.bias is not None,  # type: ignore[arg-type]
                                                 child.padding_mode))
                 return net
     raise TuneError(f"model {ref} has no 3-channel convolution to adapt to {channels}-channel images: use "
@@ -134,7 +135,7 @@ def timm_model(name: str, shape: tuple[int, int, int], num_classes: int, kwargs:
         raise TuneError(_timm_offline(ref, name, e)) from None
     if not pretrained:
         return Built(net)
-    cfg = net.pretrained_cfg
+    cfg = cast(dict[str, Any], net.pretrained_cfg)  # timm sets it on every model it creates
     return Built(net, tuple(cfg["mean"]), tuple(cfg["std"]))
 
 
@@ -142,7 +143,8 @@ def _timm_offline(ref: str, name: str, error: Exception) -> str:
     import timm
     from huggingface_hub import constants
 
-    repo = timm.models.get_pretrained_cfg(name).hf_hub_id or name
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo = (cfg.hf_hub_id if cfg is not None else None) or name
     reason = one_line(error, 120)
     return (f"pretrained weights of {ref} are not cached and cannot be downloaded ({reason}): download "
             f"{repo} (model.safetensors) where there is a network, `huggingface-cli download {repo}`, and copy that "

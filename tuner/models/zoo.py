@@ -1,7 +1,8 @@
 """The built-in model families, shaped from the dataset (channels, image size, classes).
 
-Each takes `(shape, num_classes, dropout)` and returns a network of normalized float images; `build_model` puts
-the normalization in front.
+Each takes `(shape, num_classes, dropout)` and the keyword arguments `width` and `depth` (`model.width`,
+`model.depth` in a spec; their defaults are the families as they always were) and returns a network of normalized
+float images; `build_model` puts the normalization in front.
 """
 
 from __future__ import annotations
@@ -23,40 +24,47 @@ def _classifier(features: nn.Module, shape: tuple[int, int, int], hidden: tuple[
     return nn.Sequential(*layers)
 
 
-def mlp(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
-    """The tutorials' MLP: 784-512-512-10 on 28x28 images."""
-    return _classifier(nn.Identity(), shape, (512, 512), num_classes, dropout)
+def mlp(shape: tuple[int, int, int], num_classes: int, dropout: float, width: int = 512,
+        depth: int = 2) -> nn.Sequential:
+    """The tutorials' MLP: 784-512-512-10 on 28x28 images; `depth` hidden layers of `width` units."""
+    return _classifier(nn.Identity(), shape, (width,) * depth, num_classes, dropout)
 
 
-def cnn(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
-    """PyTorch's MNIST example: conv 32, conv 64, max-pool, dropout, fc 128."""
-    features = nn.Sequential(
-        nn.Conv2d(shape[0], 32, 3), nn.ReLU(),
-        nn.Conv2d(32, 64, 3), nn.ReLU(),
-        nn.MaxPool2d(2),
-    )
+def cnn(shape: tuple[int, int, int], num_classes: int, dropout: float, width: int = 32,
+        depth: int = 2) -> nn.Sequential:
+    """PyTorch's MNIST example: conv 32, conv 64, max-pool, dropout, fc 128; `depth` 3x3 convolutions, the i-th
+    of `width` * 2**i channels."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Conv2d(shape[0] if i == 0 else width * 2 ** (i - 1), width * 2 ** i, 3), nn.ReLU()]
+    features = nn.Sequential(*layers, nn.MaxPool2d(2))
     return _classifier(features, shape, (128,), num_classes, dropout)
 
 
-def convnet(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
-    """A small LeNet-style ConvNet: conv 10, avg-pool, conv 20, avg-pool, fc 250-100."""
-    features = nn.Sequential(
-        nn.Conv2d(shape[0], 10, 5), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Conv2d(10, 20, 5), nn.ReLU(), nn.AvgPool2d(2),
-    )
-    return _classifier(features, shape, (250, 100), num_classes, dropout)
+def convnet(shape: tuple[int, int, int], num_classes: int, dropout: float, width: int = 10,
+            depth: int = 2) -> nn.Sequential:
+    """A small LeNet-style ConvNet: conv 10, avg-pool, conv 20, avg-pool, fc 250-100; `depth` blocks of a 5x5
+    convolution and an average pool, the i-th of `width` * 2**i channels."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        c_in = shape[0] if i == 0 else width * 2 ** (i - 1)
+        layers += [nn.Conv2d(c_in, width * 2 ** i, 5), nn.ReLU(), nn.AvgPool2d(2)]
+    return _classifier(nn.Sequential(*layers), shape, (250, 100), num_classes, dropout)
 
 
-def bncnn(shape: tuple[int, int, int], num_classes: int, dropout: float) -> nn.Sequential:
-    """A small batch-normalized CNN: conv 16, max-pool, conv 32, max-pool (3x3, padded), fc 128.
+def bncnn(shape: tuple[int, int, int], num_classes: int, dropout: float, width: int = 16,
+          depth: int = 2) -> nn.Sequential:
+    """A small batch-normalized CNN: conv 16, max-pool, conv 32, max-pool (3x3, padded), fc 128; `depth` blocks
+    of a convolution, batch norm and a max-pool, the i-th of `width` * 2**i channels.
 
     About a third of the CNN's compute, and batch norm makes it learn in few epochs: the default on CPUs.
     """
-    def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
-
-    features = nn.Sequential(*block(shape[0], 16), *block(16, 32))
-    return _classifier(features, shape, (128,), num_classes, dropout)
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        c_in, c_out = (shape[0] if i == 0 else width * 2 ** (i - 1)), width * 2 ** i
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+    return _classifier(nn.Sequential(*layers), shape, (128,), num_classes, dropout)
 
 
 FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet, "bncnn": bncnn}

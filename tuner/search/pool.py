@@ -19,21 +19,24 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import wait
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
 from tuner.record import WORKER_ATTR
 from tuner.search.interrupts import sigterm_as_interrupt
 from tuner.search.progress import PoolProgress
-from tuner.search.trial_loop import Budget, short_reason, worker_name
+from tuner.search.trial_loop import Budget, database_error, short_reason, worker_name
 from tuner.search.worker import EXIT_INTERRUPTED, WorkerJob, worker_main
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
 
     from rich.console import Console
+
+    from tuner.search.stopping import FlatStop
 
 STOP_SECONDS = 30.0  # seconds workers get to fail their running trials after SIGTERM, before SIGKILL
 POLL_SECONDS = 2.0  # how often the parent reads progress from the storage
@@ -53,7 +56,8 @@ def fail_trials_of(study: optuna.Study, worker: str, *, retry: bool) -> list[int
                 failed.append(trial)
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # it finished, or someone else failed it, meanwhile
-    callback = storage.get_heartbeat_stale_trial_callback() if retry else None
+    # a pool's study is in an RDB storage, which keeps heartbeats
+    callback = cast(BaseHeartbeat, storage).get_heartbeat_stale_trial_callback() if retry else None
     for trial in failed:
         if callback is not None:
             callback(study, storage.get_trial(trial._trial_id))
@@ -192,6 +196,7 @@ class Pool:
         """SIGTERM every worker (each fails its running trial and exits), then SIGKILL those still there."""
         self.stopping = True
         for process in self.processes.values():
+            assert process.pid is not None  # started before it was added
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_SECONDS
@@ -207,21 +212,38 @@ class Pool:
 
 
 
-def run_pool(study: optuna.Study, job: WorkerJob, slots: list[str | None], console: Console) -> None:
+def _flat(stop: FlatStop | None, study: optuna.Study, budget: Budget) -> bool:
+    """Whether --stop-when-flat ends the search now: then no worker starts another trial."""
+    try:
+        reason = stop.check(study) if stop is not None else None
+    except Exception as e:
+        if database_error(e) is None:
+            raise
+        return False  # judged at the next poll
+    if reason is not None:
+        budget.close()
+    return reason is not None
+
+
+def run_pool(study: optuna.Study, job: WorkerJob, slots: list[str | None], console: Console,
+             stop: FlatStop | None = None) -> None:
     """Run `job.run_trials` trials of `study` in len(slots) worker processes (slot = GPU or None).
 
-    Returns when the budget is spent (or the job's deadline passed); raises KeyboardInterrupt after stopping the
-    workers on Ctrl-C or SIGTERM, and WorkersFailed if a worker stopped with an error.
+    Returns when the budget is spent (or the job's deadline passed, or `stop` found the search flat: the running
+    trials finish); raises KeyboardInterrupt after stopping the workers on Ctrl-C or SIGTERM, and WorkersFailed if
+    a worker stopped with an error.
     """
     pool = Pool(study, job, slots, Budget(job.run_trials, multiprocessing.get_context("spawn")), console)
     progress = PoolProgress(study, job.run, pool.reaped, job.run_trials, job.spec.epochs, console)
     with progress, sigterm_as_interrupt(runs_trials=False):
         try:
-            for slot in range(len(slots)):
-                pool.start(slot)
+            if not _flat(stop, study, pool.budget):
+                for slot in range(len(slots)):
+                    pool.start(slot)
             while pool.processes:
                 pool.wait(POLL_SECONDS)
                 progress.poll()
+                _flat(stop, study, pool.budget)
         except BaseException:  # Ctrl-C, SIGTERM, or a bug here: no worker outlives the parent's run
             pool.stop()
             raise

@@ -3,14 +3,23 @@ a terminal or a line per finished trial in a log."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tuner.record import run_of, trial_note
+from tuner.search.stopping import best_of, stagnation
 from tuner.search.trial_loop import database_error
 
 if TYPE_CHECKING:
@@ -18,15 +27,35 @@ if TYPE_CHECKING:
 
 
 def describe_best(study: optuna.Study) -> str:
-    try:
-        best = study.best_trial
-    except ValueError:
+    """The best so far, and how long the search has gone without beating it."""
+    best = best_of(study)
+    if best is None:
         return "no completed trial yet"
-    return f"best {best.value:.4f} (trial {best.number})"
+    flat = stagnation(study.get_trials(deepcopy=False), best)
+    return f"best {best.value:.4f} (trial {best.number})" + (f", {flat.text()}" if flat is not None else "")
+
+
+MAIN_PARAMS = ("model", "optimizer", "lr", "batch_size")  # what the bar shows of the running trial
+ETA_WINDOW = 600.0  # seconds of progress the live ETA is estimated from
+
+
+def main_params(params: dict[str, Any]) -> str:
+    """The running trial's main params, as "optimizer=adam lr=0.0031 batch_size=64"."""
+    return " ".join(f"{name}={_short(params[name])}" for name in MAIN_PARAMS if name in params)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.2g}" if isinstance(value, float) else str(value)
+
+
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 class SearchProgress:
-    """Trials done / total, the running trial's epoch, and the best so far: a live bar on a terminal, else a
+    """Trials done / total with the share of the running trial, an ETA, the running trial's epoch (and batch, in
+    epochs long enough to report them) and main params, and the best so far: a live bar on a terminal, else a
     line per finished trial (for logs and CI)."""
 
     def __init__(self, study: optuna.Study, total: int | None, epochs: int, console: Console) -> None:
@@ -35,32 +64,61 @@ class SearchProgress:
         self.console = console
         self.live = console.is_terminal
         self.bar = Progress(TextColumn("trials"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            TextColumn("{task.description}"), console=console, disable=not self.live)
+                            TextColumn("ETA"), TimeRemainingColumn(compact=True), TextColumn("{task.description}"),
+                            console=console, disable=not self.live, speed_estimate_period=ETA_WINDOW)
         self.best = describe_best(study)  # read from the storage once per finished trial, not per epoch
         self.task = self.bar.add_task(self.best, total=total)
+        self.total = total
+        self.done = 0  # trials finished in this run
+        self.started = time.monotonic()
+        self.params: tuple[int, str] = (-1, "")  # the running trial's number and main params
+        self.val = ""  # its last validation accuracy
 
     def __enter__(self) -> SearchProgress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
+    def _trial_params(self, trial: optuna.Trial) -> str:
+        if self.params[0] != trial.number:  # read once per trial
+            self.params, self.val = (trial.number, main_params(trial.params)), ""
+        return self.params[1]
+
+    def show(self, trial: optuna.Trial, status: str, fraction: float) -> None:
+        """The running trial is `fraction` done; `status` says where it is."""
+        params = self._trial_params(trial)
+        self.bar.update(self.task, completed=self.done + min(fraction, 1.0),
+                        description=f"trial {trial.number} {status}{self.val} | {params} | {self.best}")
+
+    def on_batch(self, trial: optuna.Trial, epoch: int, done: int, batches: int) -> None:
+        self.show(trial, f"epoch {epoch}/{self.epochs} batch {done}/{batches}",
+                  (epoch - 1 + done / max(batches, 1)) / self.epochs)
+
     def on_epoch(self, trial: optuna.Trial, epoch: Epoch) -> None:
-        status = f"trial {trial.number} epoch {epoch.epoch}/{self.epochs} val {epoch.val_accuracy:.4f} | {self.best}"
-        self.bar.update(self.task, description=status)
+        self._trial_params(trial)
+        self.val = f" val {epoch.val_accuracy:.4f}"
+        self.show(trial, f"epoch {epoch.epoch}/{self.epochs}", epoch.epoch / self.epochs)
+
+    def eta(self) -> str:
+        """Time left at the pace of this run so far (for log lines; the live bar estimates its own)."""
+        if self.total is None or not self.done:
+            return ""
+        left = (time.monotonic() - self.started) / self.done * max(0, self.total - self.done)
+        return f"; {self.done}/{self.total} done, ETA {_duration(left)}"
 
     def on_trial_end(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.best = describe_best(study)
-        self.bar.update(self.task, advance=1, description=self.best)
+        self.done += 1
+        self.bar.update(self.task, completed=self.done, description=self.best)
         if not self.live:
             value = "" if trial.value is None else f" value {trial.value:.4f}"
             note = trial_note(trial)
             reason = f" ({note})" if note else ""
             epochs = len(trial.intermediate_values)
             self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs} epoch(s){reason}; "
-                               f"{self.best}", highlight=False)
-
+                               f"{self.best}{self.eta()}", highlight=False, soft_wrap=True)
 
 
 WATCHED_STATES = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -104,8 +162,12 @@ class PoolProgress:
                     and run_of(trial) == run):
                 self.seen.add(trial.number)
                 self.search.on_trial_end(study, trial)
-        running = [f"trial {t.number} epoch {len(t.intermediate_values)}/{self.epochs}"
-                   for t in trials if t.state == TrialState.RUNNING and run_of(t) == run]
-        status = "; ".join(running[:4]) + (" ..." if len(running) > 4 else "")
+        running = [t for t in trials if t.state == TrialState.RUNNING and run_of(t) == run]
+        shown = [f"trial {t.number} epoch {len(t.intermediate_values)}/{self.epochs}" for t in running[:4]]
+        if len(running) == 1:
+            shown[0] += f" | {main_params(running[0].params)}"
+        status = "; ".join(shown) + (" ..." if len(running) > 4 else "")
         best = describe_best(study)
-        self.search.bar.update(self.search.task, description=f"{status} | {best}" if status else best)
+        share = sum(min(1.0, len(t.intermediate_values) / self.epochs) for t in running)
+        self.search.bar.update(self.search.task, completed=self.search.done + share,
+                               description=f"{status} | {best}" if status else best)

@@ -12,34 +12,39 @@ import optuna
 from rich.console import Console
 
 from tuner.datasets import Splits
-from tuner.record import TEST_ATTR
+from tuner.record import INTERRUPTED, STOPPED_ATTR, TEST_ATTR, run_of, trial_note
+from tuner.search.checkpoints import sweep as sweep_checkpoints
 from tuner.search.gpus import threads_per_worker
 from tuner.search.interrupts import sigterm_as_interrupt
 from tuner.search.objective import Objective as TrainingObjective
 from tuner.search.pool import run_pool
 from tuner.search.progress import SearchProgress
 from tuner.search.session import Session
+from tuner.search.stopping import FlatStop, stopped_record
 from tuner.search.trial_loop import Budget, Objective, new_run_id, run_trials, tagged
 from tuner.search.worker import WorkerJob
 from tuner.spec import StudySpec
-from tuner.storage import reap_stale_trials
+from tuner.storage import public_url, reap_stale_trials
 
 
 def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
-               timeout: float | None, seed: int | None, keep_top: int = 3, console: Console | None = None) -> None:
+               timeout: float | None, seed: int | None, keep_top: int = 3, console: Console | None = None,
+               run_id: str | None = None, stop: FlatStop | None = None) -> None:
     """Run `n_trials` more trials (or until `timeout` seconds) of `spec` in this process.
 
     A trial that fails for its own reasons (out of memory) does not stop the search; Ctrl-C or SIGTERM marks the
     running trial FAIL and raises KeyboardInterrupt, leaving the study resumable. A lost database is waited for
-    a while (tuner.search.trial_loop.run_trials).
+    a while (tuner.search.trial_loop.run_trials). `stop` ends the search before a trial once it finds it flat.
     """
     console = console or Console(stderr=True)
     deadline = None if timeout is None else time.time() + timeout
     with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
-        objective = TrainingObjective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top)
-        run_trials(study, tagged(objective, run=new_run_id(), trials=n_trials,
+        objective = TrainingObjective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top,
+                                      on_batch=progress.on_batch)
+        run_trials(study, tagged(objective, run=run_id or new_run_id(), trials=n_trials,
                                  gpu=os.environ.get("CUDA_VISIBLE_DEVICES")),
-                   Budget(n_trials), deadline=deadline, callbacks=[progress.on_trial_end])
+                   Budget(n_trials), deadline=deadline, callbacks=[progress.on_trial_end],
+                   keep_going=lambda: stop is None or stop.check(study) is None)
 
 
 def run(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
@@ -49,14 +54,19 @@ def run(session: Session, slots: list[str | None], *, n_trials: int | None, time
     process per slot (tuner.search.pool). Trials whose worker died before this run are failed (and retried) at
     the start, by `prepare`, and again at the end."""
     console = console or Console(stderr=True)
+    stop = FlatStop(session.spec.metric, session.validation_images) if session.spec.stop_when_flat else None
     if slots == [None]:
         assert session.splits is not None, "an in-process session holds its data"
         run_search(session.study, session.spec, session.splits, n_trials=n_trials, timeout=timeout, seed=seed,
-                   keep_top=keep_top, console=console)
+                   keep_top=keep_top, console=console, run_id=session.run_id, stop=stop)
     else:
         run_pool(session.study, worker_job(session, slots, n_trials=n_trials, timeout=timeout, seed=seed,
-                                           keep_top=keep_top, objective=objective), slots, console)
+                                           keep_top=keep_top, objective=objective), slots, console, stop)
     reap_stale_trials(session.study)
+    sweep_checkpoints(session.study)
+    if stop is not None and stop.reason is not None:
+        session.stopped = stop.reason
+        session.study.set_user_attr(STOPPED_ATTR, stopped_record(stop.reason, session.study))
 
 
 def worker_job(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
@@ -66,7 +76,7 @@ def worker_job(session: Session, slots: list[str | None], *, n_trials: int | Non
         study_name=session.study.study_name, storage_url=session.storage_url, spec=session.spec,
         data_dir=session.data_dir, device=session.device, seed=seed,
         sampler_seed=None if seed is None else seed + len(session.study.trials), keep_top=keep_top,
-        threads=threads_per_worker(len(slots)), run=new_run_id(), run_trials=n_trials,
+        threads=threads_per_worker(len(slots)), run=session.run_id, run_trials=n_trials,
         heartbeat_interval=session.heartbeat_interval, grace_period=session.grace_period,
         deadline=None if timeout is None else time.time() + timeout, objective=objective)
 
@@ -80,18 +90,58 @@ def _data_flag(session: Session) -> str:
     return f" --data-dir {shlex.quote(session.data_dir)}" if session.explicit_data_dir else ""
 
 
-def resume_command(session: Session) -> str:
+def resume_command(session: Session, trials: int | None = None) -> str:
+    """The command that goes on with the session's study; `trials`: how many more it runs."""
     data = _data_flag(session)
     name = shlex.quote(session.spec.name)
     study = f"--study {name}" if session.command == "start" else name
-    return f"tune {session.command} {study}{_storage_flag(session)}{data}"
+    more = f" --trials {trials}" if trials else ""
+    return f"tune {session.command} {study}{_storage_flag(session)}{data}{more}"
+
+
+def trials_left(session: Session, asked: int) -> int:
+    """Of the `asked` trials of this invocation, those still to run: a trial it interrupted runs again."""
+    done = [t for t in session.study.get_trials(deepcopy=False) if run_of(t) == session.run_id
+            and t.state.is_finished() and trial_note(t) != INTERRUPTED]
+    return max(0, asked - len(done))
+
+
+STATE_ORDER = ("complete", "pruned", "fail", "running", "waiting")
+
+
+def _states_text(trials: list[optuna.trial.FrozenTrial]) -> str:
+    counts = Counter(t.state.name.lower() for t in trials)
+    return ", ".join(f"{counts[state]} {state}" for state in STATE_ORDER if counts[state])
+
+
+def opening(session: Session) -> list[str]:
+    """What `tune start` and `tune worker` say before the first trial: whether the study is new (and its database
+    file too) or resumed, with its trials and best value so far, and what the resume changed in its spec."""
+    name, where = session.spec.name, public_url(session.storage_url)
+    if not session.resumed:
+        fresh = " (a new database file)" if session.new_database is not None else ""
+        return [f"New study {name} in {where}{fresh}"]
+    trials = session.study.get_trials(deepcopy=False)
+    states = f" ({_states_text(trials)})" if trials else ""
+    verb = "Resuming" if session.command == "start" else "Joining"
+    lines = [f"{verb} {name}: {len(trials)} trials{states}, {_best_text(session.study)}"]
+    if session.changes:
+        lines.append(f"Changed for {name} from now on: {'; '.join(session.changes)}")
+    return lines
+
+
+def _best_text(study: optuna.Study) -> str:
+    try:
+        return f"best {study.best_value:.4f}"
+    except ValueError:
+        return "no completed trial yet"
 
 
 def summary(session: Session) -> str:
     """What `tune start` prints at the end: trials by state, the best trial, and where to look next."""
     study, name = session.study, shlex.quote(session.spec.name)
     counts = Counter(t.state.name for t in study.trials)
-    lines = [f"Study {session.spec.name!r} in {session.storage_url}",
+    lines = [f"Study {session.spec.name!r} in {public_url(session.storage_url)}",
              f"Trials: {len(study.trials)} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"]
     try:
         best = study.best_trial
@@ -102,9 +152,13 @@ def summary(session: Session) -> str:
         test_text = f", test accuracy {test:.4f}" if test is not None else ""
         lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {best.value:.4f}{test_text}")
         lines.append("  " + " ".join(f"{k}={_param_text(v)}" for k, v in best.params.items()))
+    if session.stopped:
+        lines.append(f"Stopped: {session.stopped}. To search on anyway: {resume_command(session)} "
+                     "--no-stop-when-flat")
     if counts.get("WAITING"):
-        lines.append(f"Queued:  {counts['WAITING']} trial(s) wait with fixed params (retries of trials whose worker "
-                     "died): the next run starts with them")
+        lines.append(f"Queued:  {counts['WAITING']} trial(s) wait with fixed params (retries of interrupted trials, "
+                     "or of trials whose worker died, each from its checkpoint; or warm-start trials): the next run "
+                     "starts with them")
     flag = _storage_flag(session)
     lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
               f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml{_data_flag(session)}",

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import optuna
 
 from tuner.spec import SpecError, StudySpec
 
+T = TypeVar("T")
 
-def _construct(kind: str, name: str, cls, options: dict):
+
+def _construct(kind: str, name: str, cls: type[T], options: dict[str, Any]) -> T:
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:
@@ -17,7 +21,7 @@ def _construct(kind: str, name: str, cls, options: dict):
 def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampler:
     """The spec's sampler, seeded with `seed` unless the spec's options set one."""
     samplers = optuna.samplers
-    defaults: dict[str, tuple[type, dict]] = {
+    defaults: dict[str, tuple[type[optuna.samplers.BaseSampler], dict[str, Any]]] = {
         # multivariate + group: TPE models the conditional space (momentum only for sgd, say) jointly;
         # constant_liar: parallel workers do not all sample next to the same promising point.
         "tpe": (samplers.TPESampler, {"multivariate": True, "group": True, "constant_liar": True}),
@@ -33,7 +37,7 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
 def make_pruner(spec: StudySpec) -> optuna.pruners.BasePruner:
     """The spec's pruner; epochs are its steps, so resource-based pruners get `max_resource = epochs`."""
     pruners = optuna.pruners
-    defaults: dict[str, tuple[type, dict]] = {
+    defaults: dict[str, tuple[type[optuna.pruners.BasePruner], dict[str, Any]]] = {
         "median": (pruners.MedianPruner, {}),
         "percentile": (pruners.PercentilePruner, {"percentile": 25.0}),
         "successive-halving": (pruners.SuccessiveHalvingPruner, {}),

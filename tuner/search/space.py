@@ -6,9 +6,9 @@ from typing import Any
 
 import optuna
 
-from tuner.spec import Choices, Domain, Fixed, RunConfig, StudySpec
+from tuner.spec import Choices, Domain, Fixed, Range, RunConfig, StudySpec
 from tuner.spec.params import PARAMS, applies, is_integer_range
-from tuner.spec.refs import HUBS, MODEL_ARG, model_source
+from tuner.spec.refs import BUILTIN_ARGS, HUBS, MODEL_ARG, model_source
 
 
 def suggest(trial: optuna.Trial, name: str, domain: Domain) -> Any:
@@ -23,7 +23,7 @@ def suggest(trial: optuna.Trial, name: str, domain: Domain) -> Any:
 
 def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
     """The run config a trial trains: each hyperparameter of `spec.search` sampled (or fixed) in turn, then the
-    model builder's arguments (`model.NAME`, for models other than the built-in families)."""
+    model builder's arguments (`model.NAME`; a built-in family takes model.width and model.depth only)."""
     values: dict[str, Any] = {"model": spec.model, "pretrained": spec.pretrained}
     model_args: dict[str, Any] = {}
     for name in PARAMS:
@@ -32,13 +32,15 @@ def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
         if name == "pretrained":
             if model_source(values["model"])[0] not in HUBS:
                 values["pretrained"] = False
-            if model_source(values["model"])[0] != "builtin":
-                model_args = {key[len(MODEL_ARG):]: suggest(trial, key, domain)
-                              for key, domain in spec.search.items() if key.startswith(MODEL_ARG)}
+            builtin = model_source(values["model"])[0] == "builtin"
+            model_args = {key[len(MODEL_ARG):]: suggest(trial, key, domain)
+                          for key, domain in spec.search.items() if key.startswith(MODEL_ARG)
+                          and (not builtin or key[len(MODEL_ARG):] in BUILTIN_ARGS)}
     module = values["model"].partition(":")[0] if model_source(values["model"])[0] == "module" else None
     return RunConfig(dataset=spec.dataset, image_size=spec.image_size, epochs=spec.epochs, validation=spec.validation,
                      split_seed=spec.split_seed, metric=spec.metric, compile=spec.compile, seed=seed,
-                     model_args=model_args, model_dir=spec.model_dirs.get(module), **values)
+                     model_args=model_args, model_dir=spec.model_dirs.get(module) if module is not None else None,
+                     **values)
 
 
 def probe_configs(spec: StudySpec) -> list[RunConfig]:
@@ -46,8 +48,22 @@ def probe_configs(spec: StudySpec) -> list[RunConfig]:
     building before a study exists."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     configs = []
+    deepest = _largest(spec.search.get(MODEL_ARG + "depth"))  # the depth most likely to shrink images to nothing
     for ref in spec.models():
-        if isinstance(spec.search.get("model"), Choices):
-            study.enqueue_trial({"model": ref})
+        fixed: dict[str, Any] = {"model": ref} if isinstance(spec.search.get("model"), Choices) else {}
+        if deepest is not None:
+            fixed[MODEL_ARG + "depth"] = deepest
+        if fixed:
+            study.enqueue_trial(fixed)
         configs.append(sample_config(study.ask(), spec, seed=0))
     return configs
+
+
+def _largest(domain: Domain | None) -> Any:
+    """The largest value of a numeric domain (of a range, the largest on its step grid); None for others."""
+    if isinstance(domain, Range) and isinstance(domain.low, int) and isinstance(domain.high, int):
+        step = int(domain.step or 1)
+        return domain.low + (domain.high - domain.low) // step * step
+    if isinstance(domain, Choices) and all(isinstance(v, int) and not isinstance(v, bool) for v in domain.values):
+        return max(domain.values)
+    return None

@@ -11,12 +11,21 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import optuna
 
 from tuner.errors import TrialFailed, TuneError
-from tuner.record import GPU_ATTR, RUN_ATTR, WORKER_ATTR, run_tag
+from tuner.record import (
+    GPU_ATTR,
+    INTERRUPTED,
+    REASON,
+    RETRY_HISTORY,
+    RETRY_OF,
+    RUN_ATTR,
+    WORKER_ATTR,
+    run_tag,
+)
 from tuner.search.interrupts import Interrupts
 from tuner.storage import public_url, rdb
 
@@ -56,10 +65,11 @@ class Budget:
     def __init__(self, total: int | None, context: Any = None) -> None:
         self.total = total
         self._taken = context.Value("i", 0) if context is not None else _LocalCounter()
+        self._closed = context.Value("i", 0) if context is not None else _LocalCounter()
 
     def take(self) -> bool:
         with self._taken.get_lock():
-            if self.total is not None and self._taken.value >= self.total:
+            if self._closed.value or (self.total is not None and self._taken.value >= self.total):
                 return False
             self._taken.value += 1
             return True
@@ -69,8 +79,15 @@ class Budget:
         with self._taken.get_lock():
             self._taken.value -= 1
 
+    def close(self) -> None:
+        """No more tickets, for any process (the search is done: --stop-when-flat); running trials finish."""
+        with self._taken.get_lock():
+            self._closed.value = 1
+
     @property
     def left(self) -> int | None:
+        if self._closed.value:
+            return 0
         return None if self.total is None else self.total - self._taken.value
 
 
@@ -82,18 +99,45 @@ class Tagged:
         self.objective = objective
         self.tags = {k: v for k, v in tags.items() if v is not None}
         self.started = 0  # trials this process started: the objective runs only once a trial exists
+        self.trial_id: int | None = None  # the storage id of the last of them
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.started += 1
+        self.trial_id = trial._trial_id
         Interrupts.in_objective = True
         try:
             Interrupts.check()  # a SIGTERM that came while Optuna created this trial
             for key, value in self.tags.items():
                 trial.set_user_attr(key, value)
             return self.objective(trial)
+        except KeyboardInterrupt:
+            Interrupts.in_objective = False  # a second signal now waits: the reason is written whole
+            with contextlib.suppress(Exception):  # a database that went away must not hide the interrupt
+                trial.set_user_attr(REASON, INTERRUPTED)
+            raise
         finally:
             Interrupts.in_objective = False
 
+
+
+def requeue_interrupted(study: optuna.Study, trial_id: int) -> None:
+    """Queue a trial that Ctrl-C or SIGTERM failed again, as Optuna's retry callback queues one whose worker died:
+    same params, seed and checkpoint ids (so the next `tune start` goes on from its last epoch), `failed_trial`
+    naming the first of the line. Not counted against Optuna's retry limit: the user stopped it, it did not crash;
+    the interrupted reason stays with the failed trial."""
+    from optuna.trial import TrialState
+
+    with contextlib.suppress(Exception):  # a database that went away must not hide the interrupt
+        trial = study._storage.get_trial(trial_id)
+        if trial.state != TrialState.FAIL:
+            return
+        history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
+        system_attrs = {**trial.system_attrs, RETRY_OF: trial.system_attrs.get(RETRY_OF, trial.number),
+                        RETRY_HISTORY: history}
+        user_attrs = {k: v for k, v in trial.user_attrs.items() if k != REASON}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                                  distributions=trial.distributions, user_attrs=user_attrs,
+                                                  system_attrs=system_attrs))
 
 
 def tagged(objective: Objective, *, run: str, trials: int | None, gpu: str | None) -> Tagged:
@@ -172,7 +216,8 @@ def _quiet_heartbeat_errors() -> Iterator[None]:
 
 
 def run_trials(study: optuna.Study, objective: Tagged, budget: Budget, *, deadline: float | None = None,
-               callbacks: Iterable[Callable] = (), patience: float = DATABASE_PATIENCE,
+               callbacks: Iterable[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+               patience: float = DATABASE_PATIENCE,
                keep_going: Callable[[], bool] = lambda: True) -> None:
     """Run trials one at a time until `budget` or the wall-clock `deadline` (time.time()) runs out, or until
     `keep_going` says no.
@@ -192,10 +237,13 @@ def run_trials(study: optuna.Study, objective: Tagged, budget: Budget, *, deadli
             except KeyboardInterrupt:
                 if objective.started == started:
                     budget.give_back()
+                elif objective.trial_id is not None:
+                    requeue_interrupted(study, objective.trial_id)
                 raise
             except Exception as e:
                 if database_error(e) is None:
                     raise
                 if objective.started == started:
                     budget.give_back()  # no trial was created: the ticket is still good
-                wait_for_database(rdb(study._storage), e, patience)
+                # a database error: the study is in an RDB storage
+                wait_for_database(cast(optuna.storages.RDBStorage, rdb(study._storage)), e, patience)

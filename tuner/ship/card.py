@@ -88,6 +88,21 @@ def _scores(metrics: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _members(metrics: dict[str, Any]) -> list[str]:
+    """An ensemble's members: where each came from and how it scores alone."""
+    members = metrics.get("members") or []
+    if not members:
+        return []
+    lines = ["## Members", "", f"An ensemble of {len(members)} networks: it averages their class probabilities. "
+             "Each member alone:", ""]
+    rows = [[i, m.get("trial", "-"), m["config"].get("model"), m["config"].get("optimizer"),
+             f"{m['config'].get('lr', 0):.3g}", m["config"].get("scheduler"), m["config"].get("epochs"),
+             _percent(m.get("test_accuracy"))] for i, m in enumerate(members, start=1)]
+    return lines + _table(["member", "trial", "model", "optimizer", "lr", "scheduler", "epochs", "test accuracy"],
+                          rows) + ["", "Their full run configs are in `config.yaml` (section `ensemble`) and "
+                                   "`metrics.json`.", ""]
+
+
 def _trained(config: RunConfig, metrics: dict[str, Any]) -> list[str]:
     data = "train + validation" if metrics.get("full_train") else "the trial's training split"
     when = metrics.get("trained", "")
@@ -123,4 +138,4 @@ def model_card(out_dir: Path, config: RunConfig, provenance: dict[str, Any], met
     intro = ["", "Trained by `tune` (hyperparameters searched with Optuna); every figure below is from "
              "`metrics.json` and `config.yaml` in this folder.", ""]
     return "\n".join([title, *intro, *_what(config, metrics, input_info), *_chosen(provenance),
-                      *_scores(metrics), *_trained(config, metrics), *_use(Path(out_dir))])
+                      *_scores(metrics), *_members(metrics), *_trained(config, metrics), *_use(Path(out_dir))])

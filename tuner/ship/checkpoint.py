@@ -6,8 +6,10 @@ The metadata (safetensors keeps strings only; lists and mappings as JSON):
 - `config`: the RunConfig the weights were trained with; the model is rebuilt from it
 - `input_shape`: [C, H, W] of the uint8 images the model takes; `num_classes`
 - `classes`: the class names, in output order
-- `preprocess`: `{"channels", "size": [H, W], "resize", "decode"}`: how an image file becomes an input
-  (`tuner.datasets.images.decode_for`)
+- `preprocess`: `{"channels", "size": [H, W], "resize", "decode", "steps"}`: how an image file becomes an input
+  (`tuner.datasets.images.decode_for`); `steps` spells it out, step by step with parameters, for code without
+  tune (`tuner.datasets.images.preprocess_steps`; older weights get them when read)
+- `members`: an ensemble's member configs, in the order of its networks (keys `members.I.`; tuner.models.ensemble)
 - anything else: where the weights came from (study, trial, value; or the `tune train` run)
 
 Weights saved before class names and preprocessing were recorded load with classes "0", "1", ... and the
@@ -20,11 +22,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from torch import nn
 
 from tuner.errors import TuneError, one_line
+from tuner.fileio import as_new_files_are
 from tuner.spec import RunConfig, SpecError
 
 if TYPE_CHECKING:
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 WEIGHTS_FILE = "model.safetensors"  # the weights of `tune train` runs, and of the trials `tune start` keeps
 INPUT_KEYS = ("config", "input_shape", "num_classes", "classes", "preprocess")
+MEMBERS_KEY = "members"  # an ensemble's: [{"config": run config, "trial": N, ...}, ...], in the order of its networks
 RUN_HINT = "give a run folder from `tune train` or a .safetensors file (tune export --with-weights)"
 
 
@@ -54,6 +58,16 @@ class ModelInfo:
             return RunConfig.from_dict(self.config)
         except (SpecError, TypeError) as e:
             raise TuneError(f"the saved model's config is not a run config this tune can build: {e}") from None
+
+    def members(self) -> list[RunConfig]:
+        """An ensemble's member run configs (metadata `members`, tuner.models.ensemble); [] for one network."""
+        if MEMBERS_KEY not in self.extra:
+            return []
+        try:
+            return [RunConfig.from_dict(member["config"]) for member in json.loads(self.extra[MEMBERS_KEY])]
+        except (SpecError, TypeError, ValueError, KeyError) as e:
+            raise TuneError(f"the saved ensemble's member configs are not run configs this tune can build: {e}"
+                            ) from None
 
     def prepare(self, file: str | Path) -> torch.Tensor:
         """The image file as the model's input, uint8 (C, H, W), made exactly as the training images were
@@ -83,7 +97,7 @@ class Classifier(nn.Module):
         return self.info.shape
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)
+        return cast("torch.Tensor", self.network(images))
 
 
 # --- write
@@ -96,7 +110,9 @@ def metadata(config: Mapping[str, Any], input_info: Mapping[str, Any],
     values: dict[str, Any] = {"config": dict(config), "input_shape": list(input_info["shape"]),
                               "num_classes": len(classes), "classes": classes}
     if input_info.get("preprocess"):
-        values["preprocess"] = input_info["preprocess"]
+        from tuner.datasets.images import with_steps
+
+        values["preprocess"] = with_steps(input_info["preprocess"])
     if input_info.get("fingerprint"):
         values["fingerprint"] = input_info["fingerprint"]
     values.update(extra or {})
@@ -112,6 +128,7 @@ def save(model: nn.Module, path: str | Path, config: Mapping[str, Any], input_in
     network = model.network if isinstance(model, Classifier) else model
     partial = path.with_name(path.name + ".partial")
     save_model(network, str(partial), metadata=metadata(config, input_info, extra))
+    as_new_files_are(partial)  # safetensors writes 0600; the run folder's other files are 0644
     partial.replace(path)
     return path
 
@@ -153,7 +170,9 @@ def read_info(source: str | Path) -> ModelInfo:
     shape = tuple(int(n) for n in _json(raw, "input_shape", path))
     num_classes = int(_json(raw, "num_classes", path))
     classes = tuple(_json(raw, "classes", path)) if "classes" in raw else tuple(str(i) for i in range(num_classes))
-    preprocess = _json(raw, "preprocess", path) if "preprocess" in raw else implied_preprocess(shape)
+    from tuner.datasets.images import with_steps
+
+    preprocess = with_steps(_json(raw, "preprocess", path) if "preprocess" in raw else implied_preprocess(shape))
     extra = {key: value for key, value in raw.items() if key not in INPUT_KEYS}
     return ModelInfo(config, shape, classes, preprocess, extra)
 
@@ -171,7 +190,14 @@ def rebuild(info: ModelInfo) -> nn.Module:
 
     channels = (0.0,) * info.shape[0]
     # The saved weights replace any pretrained ones (and their mean and std): nothing to download.
-    return build_model(info.run_config(), info.shape, info.num_classes, channels, channels, load_pretrained=False)
+    shape = cast(tuple[int, int, int], info.shape)  # an image model's: (C, H, W)
+    members = info.members()
+    if members:
+        from tuner.models.ensemble import Ensemble
+
+        return Ensemble([build_model(config, shape, info.num_classes, channels, channels, load_pretrained=False)
+                         for config in members])
+    return build_model(info.run_config(), shape, info.num_classes, channels, channels, load_pretrained=False)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Classifier:

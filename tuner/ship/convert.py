@@ -2,9 +2,9 @@
 
 The converted model takes uint8 images (N, C, H, W) at the trained size, any N, and outputs logits; the
 normalization is inside it (the model's first layer). Files still have to be decoded and resized as in training
-(`tuner.datasets.images.decode_for`; the `decode` entry of `preprocess` names every step), which the metadata
-describes: ONNX `metadata_props` and TorchScript extra files `classes` (JSON list), `input_shape` and
-`preprocess`.
+(`tuner.datasets.images.decode_for`), which the metadata describes: ONNX `metadata_props` and TorchScript extra
+files `classes` (JSON list), `input_shape` and `preprocess`, whose `steps` list every step with its parameters
+(`tuner.datasets.images.preprocess_steps`; docs/onnx_client.py follows them with ONNX Runtime and Pillow alone).
 
 Nothing is reported until the written file has been loaded back (ONNX Runtime; `torch.jit.load`) and gives the
 same logits as the torch model, within TOLERANCE, on a batch of real images and on a batch of one.
@@ -18,6 +18,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 
@@ -79,11 +80,12 @@ def check_batch(model: Classifier, images: list[str | Path] | None = None, data_
 
 
 def _downloaded(dataset: str, data_dir: str | Path | None) -> bool:
+    """Whether a named dataset's images are here without a download: a bundled sample's always are."""
     from tuner.datasets import default_data_dir
-    from tuner.spec.refs import BENCHMARKS
+    from tuner.spec.refs import BENCHMARKS, is_sample
 
     root = Path(data_dir or default_data_dir()).expanduser()
-    return (root / BENCHMARKS[dataset].files).is_dir()
+    return is_sample(dataset) or (root / BENCHMARKS[dataset].files).is_dir()
 
 
 def _decode_some(inputs: list[str], model: Classifier, count: int) -> torch.Tensor:
@@ -107,7 +109,7 @@ def _decode_some(inputs: list[str], model: Classifier, count: int) -> torch.Tens
 
 # --- writing
 
-def _quiet():
+def _quiet() -> contextlib.ExitStack[bool | None]:
     """The exporters' warnings and progress lines are for torch developers, not for tune's users."""
     stack = contextlib.ExitStack()
     stack.enter_context(warnings.catch_warnings())
@@ -124,7 +126,7 @@ def write_onnx(model: Classifier, path: Path, example: torch.Tensor) -> None:
         raise TuneError("--to onnx needs the onnx extra: pip install 'tune[onnx]' (onnx, onnxscript, "
                         "onnxruntime)") from None
     network = model.network
-    names = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     with _quiet():
         try:
             batch = torch.export.Dim("batch")
@@ -166,7 +168,7 @@ def onnx_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
 
 def torchscript_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
     with _quiet(), torch.inference_mode():
-        return torch.jit.load(str(path), map_location="cpu")(images).float()
+        return cast(torch.Tensor, torch.jit.load(str(path), map_location="cpu")(images).float())
 
 
 def file_metadata(path: Path, to: str) -> dict[str, str]:

@@ -10,32 +10,38 @@ files, from the trial's user attr `input`; `tune train` compares the fingerprint
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from tuner import record
 from tuner.errors import SpecError, TuneError, one_line
 from tuner.fileio import file_safe, read_mapping, write_text
-from tuner.record import CONFIG_ATTR, INPUT_ATTR, TEST_ATTR, THREADS_ATTR
+from tuner.record import CONFIG_ATTR, DATA_DIR_ATTR, INPUT_ATTR, TEST_ATTR, THREADS_ATTR
 from tuner.spec import RunConfig
 from tuner.spec.refs import BENCHMARKS
 from tuner.spec.run import field_notes
 from tuner.storage import public_url
 
-SECTIONS = ("config", "input", "provenance")
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+SECTIONS = ("config", "input", "ensemble", "provenance")
+ENSEMBLE_TOP = 5  # distinct configs an export lists by default (the best and its runners-up) for --ensemble
 # The config's fields in groups a reader scans top to bottom; fields of RunConfig not named here go under "other".
 FIELD_GROUPS = {
     "data": ("dataset", "image_size", "validation", "split_seed"),
     "model": ("model", "model_args", "pretrained", "model_dir", "dropout"),
     "augmentation": ("flip", "translate", "label_smoothing"),
     "optimizer": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size"),
-    "schedule": ("scheduler", "gamma", "step_size", "epochs"),
+    "schedule": ("scheduler", "gamma", "step_size", "warmup", "epochs"),
     "run": ("seed", "metric"),
 }
 class ExportError(TuneError):
@@ -49,9 +55,25 @@ class Export:
     config: RunConfig
     provenance: dict[str, Any]
     input: dict[str, Any] = dataclasses.field(default_factory=dict)  # shape, classes, preprocess, fingerprint
+    # the runners-up, best first: {trial, value, test_accuracy, config: the fields that differ from `config`}
+    ensemble: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+    def members(self) -> list[tuple[RunConfig, dict[str, Any]]]:
+        """(run config, where it came from: trial, value, test accuracy) of `config` and each runner-up."""
+        first = {key: self.provenance.get(key) for key in ("trial", "value", "test_accuracy")}
+        base = self.config.to_dict()
+        others = [(RunConfig.from_dict({**base, **entry["config"]}), {k: v for k, v in entry.items() if k != "config"})
+                  for entry in self.ensemble]
+        return [(self.config, first), *others]
+
+    @property
+    def data_dir(self) -> str | None:
+        """The data directory of the study the trial came from, if it recorded one that is a folder here."""
+        recorded = self.provenance.get("data_dir")
+        return recorded if isinstance(recorded, str) and Path(recorded).is_dir() else None
 
 
-def trial_config(study_name: str, trial) -> RunConfig:
+def trial_config(study_name: str, trial: FrozenTrial) -> RunConfig:
     """The config the trial trained, as it recorded it (user attr `config`): a replay, not a re-derivation."""
     raw = trial.user_attrs.get(CONFIG_ATTR)
     if raw is None:
@@ -63,7 +85,7 @@ def trial_config(study_name: str, trial) -> RunConfig:
         raise ExportError(f"trial {trial.number} of study {study_name!r} stores an invalid config: {e}") from None
 
 
-def input_section(trial, config: RunConfig) -> dict[str, Any]:
+def input_section(trial: FrozenTrial, config: RunConfig) -> dict[str, Any]:
     """What the trial's model takes and gives, as the trial recorded it (user attr `input`); for older trials the
     shape and class count of a torchvision dataset, else nothing."""
     recorded = trial.user_attrs.get(INPUT_ATTR)
@@ -77,9 +99,11 @@ def input_section(trial, config: RunConfig) -> dict[str, Any]:
 
 def input_of(input_info: dict[str, Any]) -> dict[str, Any]:
     """An `input` section from a `Splits.input_info()` record: what the trial stored, or the data loaded now."""
+    from tuner.datasets.images import with_steps  # torch and Pillow load only when an input is written
+
     classes = list(input_info.get("classes") or [])
     out = {"shape": list(input_info["shape"]), "num_classes": len(classes), "classes": classes,
-           "preprocess": input_info.get("preprocess") or {}}
+           "preprocess": with_steps(input_info.get("preprocess") or {})}
     if input_info.get("fingerprint"):
         out["fingerprint"] = input_info["fingerprint"]
     return out
@@ -94,7 +118,7 @@ def versions() -> dict[str, str]:
     return {"tune": version("tune"), "optuna": str(optuna.__version__), "torch": str(torch.__version__)}
 
 
-def search_budget(study) -> dict[str, int]:
+def search_budget(study: optuna.Study) -> dict[str, int]:
     """What the search spent when the trial was exported: trials by state and the epochs trained in all."""
     trials = study.get_trials(deepcopy=False)
     states = [t.state.name for t in trials]
@@ -102,7 +126,7 @@ def search_budget(study) -> dict[str, int]:
             "failed": states.count("FAIL"), "epochs": sum(len(t.intermediate_values) for t in trials)}
 
 
-def provenance(study, trial, storage_url: str) -> dict[str, Any]:
+def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dict[str, Any]:
     """Where the config came from; `threads` (the trial's CPU threads, if it recorded them) lets a CPU replay match."""
     out = {
         "study": study.study_name,
@@ -117,6 +141,8 @@ def provenance(study, trial, storage_url: str) -> dict[str, Any]:
     }
     if THREADS_ATTR in trial.user_attrs:
         out["threads"] = trial.user_attrs[THREADS_ATTR]
+    if study.user_attrs.get(DATA_DIR_ATTR):  # where the data was: `tune train` reads it there (offline too)
+        out["data_dir"] = study.user_attrs[DATA_DIR_ATTR]
     return out
 
 
@@ -153,18 +179,28 @@ def _input_lines(input_info: dict[str, Any]) -> list[str]:
             text.rstrip("\n"), ""]
 
 
+def _ensemble_lines(ensemble: list[dict[str, Any]]) -> list[str]:
+    if not ensemble:
+        return []
+    text = yaml.safe_dump({"ensemble": ensemble}, default_flow_style=None, sort_keys=False, width=1000)
+    return ["# the next best trials with other configs, best first, for `tune train FILE --ensemble K`; each config",
+            "# lists the fields where it differs from `config` above",
+            text.rstrip("\n"), ""]
+
+
 def render(config: RunConfig, provenance: dict[str, Any], header: list[str],
-           input_info: dict[str, Any] | None = None) -> str:
-    """The export file's text: a comment header, then config (grouped, commented), input, provenance."""
+           input_info: dict[str, Any] | None = None, ensemble: list[dict[str, Any]] | None = None) -> str:
+    """The export file's text: a comment header, then config (grouped, commented), input, ensemble, provenance."""
     return "\n".join([
         *(f"# {line}" for line in header), "",
         *_config_lines(config), "",
         *_input_lines(input_info or {}),
+        *_ensemble_lines(ensemble or []),
         yaml.safe_dump({"provenance": provenance}, sort_keys=False).rstrip("\n"),
     ]) + "\n"
 
 
-def export_header(study_name: str, trial, path: str) -> list[str]:
+def export_header(study_name: str, trial: FrozenTrial, path: str) -> list[str]:
     test = trial.user_attrs.get(TEST_ATTR)
     results = f"value {trial.value:.6g}" if trial.value is not None else f"no value ({trial.state.name})"
     if test is not None:
@@ -179,15 +215,48 @@ def default_path(study_name: str, trial_number: int) -> Path:
     return Path(f"{file_safe(study_name)}-trial{trial_number}.yaml")
 
 
-def export_text(study, trial, storage_url: str, path: str) -> str:
+def runners_up(study: optuna.Study, trial: FrozenTrial, count: int) -> list[dict[str, Any]]:
+    """The `count` best complete trials after `trial` whose configs differ from its and from each other's (the
+    seed aside), best first, as export file entries: trial, value, test accuracy, and the fields of the config
+    that differ from `trial`'s."""
+    from optuna.study import StudyDirection
+    from optuna.trial import TrialState
+
+    base = trial_config(study.study_name, trial).to_dict()
+    seen = [{k: v for k, v in base.items() if k != "seed"}]
+    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: (sign * t.value if t.value is not None else math.inf, t.number))
+    found: list[dict[str, Any]] = []
+    for other in ranked:
+        if len(found) >= count:
+            break
+        if other.number == trial.number or CONFIG_ATTR not in other.user_attrs or other.value is None:
+            continue
+        try:
+            config = RunConfig.from_dict(other.user_attrs[CONFIG_ATTR]).to_dict()
+        except (SpecError, TypeError):
+            continue  # not a config this tune trains: never a member
+        key = {k: v for k, v in config.items() if k != "seed"}
+        if key in seen:
+            continue
+        seen.append(key)
+        found.append({"trial": other.number, "value": other.value, "test_accuracy": other.user_attrs.get(TEST_ATTR),
+                      "config": {k: v for k, v in config.items() if base.get(k) != v}})
+    return found
+
+
+def export_text(study: optuna.Study, trial: FrozenTrial, storage_url: str, path: str, top: int = ENSEMBLE_TOP) -> str:
+    """The export file of `trial`, listing the next `top` - 1 distinct configs for ensembles."""
     config = trial_config(study.study_name, trial)
     return render(config, provenance(study, trial, storage_url), export_header(study.study_name, trial, path),
-                  input_section(trial, config))
+                  input_section(trial, config), runners_up(study, trial, top - 1))
 
 
-def export_trial(study, trial, storage_url: str, path: Path, with_weights: bool = False) -> Path | None:
+def export_trial(study: optuna.Study, trial: FrozenTrial, storage_url: str, path: Path,
+                 with_weights: bool = False, top: int = ENSEMBLE_TOP) -> Path | None:
     """Write `trial`'s export file to `path`, its kept weights beside it when asked; returns the weights' path."""
-    text = export_text(study, trial, storage_url, str(path))
+    text = export_text(study, trial, storage_url, str(path), top)
     weights = copy_trial_weights(study, trial, path) if with_weights else None
     write_text(path, text)
     return weights
@@ -212,12 +281,24 @@ def read_export(path: str | Path) -> Export:
         if not isinstance(section, dict):
             raise ExportError(f"{path}: {name} must be a mapping, got {type(section).__name__}")
     try:
-        return Export(RunConfig.from_dict(raw["config"]), provenance, input_info)
+        export = Export(RunConfig.from_dict(raw["config"]), provenance, input_info)
     except (SpecError, TypeError) as e:
         raise ExportError(f"{path}: config: {e}") from None
+    ensemble = raw.get("ensemble") or []
+    if not isinstance(ensemble, list) or not all(isinstance(e, dict) and isinstance(e.get("config"), dict)
+                                                 for e in ensemble):
+        raise ExportError(f"{path}: ensemble must be a list of {{trial, value, config: {{fields}}}}, as "
+                          "`tune export` writes it")
+    export = dataclasses.replace(export, ensemble=ensemble)
+    for number, entry in enumerate(ensemble, start=1):
+        try:
+            RunConfig.from_dict({**export.config.to_dict(), **entry["config"]})
+        except (SpecError, TypeError) as e:
+            raise ExportError(f"{path}: ensemble member {number}: {e}") from None
+    return export
 
 
-def copy_trial_weights(study, trial, config_path: Path) -> Path:
+def copy_trial_weights(study: optuna.Study, trial: FrozenTrial, config_path: Path) -> Path:
     """Copy the trial's kept weights beside the config file, as its stem + .safetensors."""
     from tuner.ship.artifacts import copy_weights
 
@@ -233,7 +314,7 @@ def copy_trial_weights(study, trial, config_path: Path) -> Path:
     return dest
 
 
-def record_in_note(study, path: Path, trial_number: int) -> str | None:
+def record_in_note(study: optuna.Study, path: Path, trial_number: int) -> str | None:
     """List the export in the study's note (shown by optuna-dashboard); returns why not, if that failed."""
     try:
         record.record_export(study, path, trial_number)

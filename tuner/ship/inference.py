@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +81,7 @@ class Predictions:
         index = {name: i for i, name in enumerate(self.classes)}
         counts = [[0] * len(self.classes) for _ in self.classes]
         for p in self.labelled():
+            assert p.folder_class is not None  # labelled() keeps those found in a class folder
             counts[index[p.folder_class]][p.index] += 1
         return counts
 
@@ -101,7 +102,7 @@ def image_files(inputs: Iterable[str | Path], classes: Sequence[str] = ()) -> li
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_file():
-            found.append((path, path.parent.name if path.parent.name in known else None))
+            found.append((path, _folder_class(path, None, known)))
         elif path.is_dir():
             found += [(file, _folder_class(file, path, known)) for file in _walk(path, suffixes)]
         else:
@@ -118,12 +119,17 @@ def _walk(root: Path, suffixes: frozenset[str]) -> list[Path]:
     return files
 
 
-def _folder_class(file: Path, root: Path, known: set[str]) -> str | None:
-    for folder in file.parents:
-        if folder.name in known:
-            return folder.name
-        if folder == root:
-            return None
+def _folder_class(file: Path, root: Path | None, known: set[str]) -> str | None:
+    """The class that the nearest folder above `file` names, up to `root` (None: only the file's own folder). A class
+    name with "/" in it (Fashion-MNIST's "T-shirt/top") is named by as many nested folders (T-shirt/top/)."""
+    names = [folder.name for folder in file.parents]  # nearest first
+    last = next((i for i, folder in enumerate(file.parents) if folder == root), 0)
+    parts = max((name.count("/") + 1 for name in known), default=1)
+    for i in range(last + 1):
+        for j in range(min(i + parts, len(names)), i, -1):
+            candidate = "/".join(reversed(names[i:j]))
+            if candidate in known:
+                return candidate
     return None
 
 
@@ -164,7 +170,7 @@ def _decoded_batches(files: list[tuple[Path, str | None]], info: ModelInfo, batc
                      workers: int) -> Iterator[list[tuple[Path, str | None, torch.Tensor | str]]]:
     """Batches of (file, folder class, image or why unreadable), decoded PREFETCH batches ahead."""
     with ThreadPoolExecutor(workers) as pool:
-        pending: deque = deque()
+        pending: deque[list[tuple[Path, str | None, Future[torch.Tensor | str]]]] = deque()
         for start in range(0, len(files), batch_size):
             chunk = files[start:start + batch_size]
             pending.append([(f, c, pool.submit(_decode, f, info)) for f, c in chunk])
@@ -184,7 +190,7 @@ def logits(network: nn.Module, images: torch.Tensor, device: torch.device | None
     return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
-def _labels(model: Classifier, images: torch.Tensor, paths: Sequence[Path | None], folder_classes: Sequence,
+def _labels(model: Classifier, images: torch.Tensor, paths: Sequence[Path | None], folder_classes: Sequence[str | None],
             top_k: int, device: torch.device, batch_size: int) -> list[Prediction]:
     probabilities = torch.softmax(logits(model.network, images, device, batch_size), dim=1)
     k = min(top_k, model.info.num_classes)

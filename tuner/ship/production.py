@@ -87,35 +87,60 @@ def data_notes(export: Export, splits: Splits) -> list[str]:
 def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
                  epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
                  on_epoch: Callable[[Epoch], None] | None = None,
-                 on_note: Callable[[str], None] | None = None) -> TrainedRun:
+                 on_note: Callable[[str], None] | None = None, resume: bool = False) -> TrainedRun:
     """Train `export` (read from `path`) and write the run folder `out_dir`; `on_note` hears warnings about the
-    data (see `data_notes`) before training starts."""
+    data (see `data_notes`) before training starts. The data is read from `data_dir`, else from the folder the
+    study recorded (`Export.data_dir`), else from the default.
+
+    After every epoch the run's state is saved in `out_dir/checkpoint/` (tuner.ship.resume); the same command run
+    again after a kill goes on from there (`resume` only says that one is expected), to the same weights as an
+    uninterrupted run. The checkpoint is deleted once the run folder is written.
+    """
     from tuner.datasets import splits_for
-    from tuner.train import fit, resolve_device
+    from tuner.ship.resume import drop_run_checkpoint, open_run_checkpoint
+    from tuner.train import Diverged, fit, resolve_device
 
     # --- setup: read and check everything before spending training time
-    config = export.config.replace(epochs=epochs)
+    config, stretch = export.config.stretched(epochs) if epochs is not None else (export.config, None)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(path)
     check_out_dir(out_dir, overwrite)
     torch_device = resolve_device(device)
-    splits = splits_for(config, data_dir, str(torch_device), with_validation=not full_train)
-    for note in data_notes(export, splits):
+    splits = splits_for(config, data_dir or export.data_dir, str(torch_device), with_validation=not full_train)
+    for note in [*([stretch] if stretch else []), *data_notes(export, splits)]:
         if on_note is not None:
             on_note(note)
 
-    # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
-    with cpu_threads(export.provenance.get("threads") if torch_device.type == "cpu" else None) as threads:
-        result = fit(config, splits, on_epoch)
+    stamp = {"full_train": full_train, "data": splits.info.get("fingerprint")}
+    state, checkpoint = open_run_checkpoint(out_dir, config, stamp, resume=resume, note=on_note or (lambda _: None))
+    if state is not None and on_epoch is not None:
+        for done in state.history:
+            on_epoch(done)  # the epochs the killed run trained: the progress shows the whole run
 
-    # --- write weights, the config as trained, metrics
-    trained = {"source": str(path), "full_train": full_train, "device": str(torch_device), "threads": threads,
-               "trained": datetime.now(UTC).isoformat(timespec="seconds")}
-    return write_run(out_dir, export, config, result, splits, trained)
+    # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
+    try:
+        with cpu_threads(export.provenance.get("threads") if torch_device.type == "cpu" else None) as threads:
+            result = fit(config, splits, on_epoch, resume=state, on_state=checkpoint)
+
+        # --- write weights, the config as trained, metrics
+        trained = {"source": str(path), "full_train": full_train, "device": str(torch_device), "threads": threads,
+                   "trained": datetime.now(UTC).isoformat(timespec="seconds")}
+        if stretch:
+            trained["schedule"] = stretch
+        run = write_run(out_dir, export, config, result, splits, trained)
+    except BaseException as e:  # killed, Ctrl-C, a full disk: the next run goes on from the checkpoint
+        checkpoint.close(keep=not isinstance(e, Diverged))
+        if isinstance(e, Diverged):
+            drop_run_checkpoint(out_dir)  # it would diverge again
+        raise
+    checkpoint.close(keep=False)
+    drop_run_checkpoint(out_dir)
+    return run
 
 
 def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResult, splits: Splits,
-              trained: dict[str, Any]) -> TrainedRun:
-    """model.safetensors, config.yaml (the config as trained, trainable again), metrics.json and README.md."""
+              trained: dict[str, Any], ensemble: list[dict[str, Any]] | None = None) -> TrainedRun:
+    """model.safetensors, config.yaml (the config as trained, trainable again; an ensemble's other members in its
+    `ensemble` section), metrics.json and README.md."""
     from tuner.ship.card import model_card
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -124,7 +149,8 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     full = " (train + validation)" if trained["full_train"] else ""
     header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
               f"Train it again:  tune train {out_dir / CONFIG}"]
-    write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info)))
+    write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info), ensemble))
+    assert result.test_predicted is not None  # fit tests unless told not to
     confusion = confusion_matrix(splits.test.y, result.test_predicted, splits.num_classes)
     metrics = {
         "test_accuracy": result.test_accuracy,

@@ -8,6 +8,7 @@ arguments of the model builder (torchvision, timm and user models).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,10 +16,12 @@ from typing import Any
 
 from tuner.errors import SpecError
 from tuner.spec.checks import boolean, choice, number
-from tuner.spec.refs import HUBS, MODEL_ARG, check_model, model_source
+from tuner.spec.refs import BUILTIN_ARGS, HUBS, MODEL_ARG, check_model, model_source
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
-SCHEDULERS = ("exponential", "step", "none")
+SCHEDULERS = ("exponential", "step", "cosine", "onecycle", "none")
+EPOCH_SCHEDULERS = ("exponential", "step")  # stepped after each epoch, by `gamma`
+BATCH_SCHEDULERS = ("cosine", "onecycle")  # stepped after each batch, shaped over the whole run (`warmup`)
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,16 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("batch_size", lambda v: number("batch_size", v, low=1, integer=True), "int", 64,
           search=Choices((32, 64, 128, 256))),
     Param("scheduler", lambda v: choice("scheduler", v, SCHEDULERS), "choice", "exponential",
-          "lr schedule, stepped after each epoch", search=Choices(("exponential", "step"))),
+          "lr schedule: exponential, step (per epoch); cosine, onecycle (per batch, over the whole run)",
+          search=Choices(("cosine", "onecycle"))),  # beat exponential and step on the mini set: docs/benchmarks.md
     Param("gamma", lambda v: number("gamma", v, low=0, high=1, low_open=True), "float", 0.9,
-          "lr multiplier of each scheduler step", search=Range(0.5, 0.99)),
+          "lr multiplier of each scheduler step (exponential, step)",
+          applies=lambda v: v["scheduler"] in EPOCH_SCHEDULERS),
     Param("step_size", lambda v: number("step_size", v, low=1, integer=True), "int", 1,
           "epochs between steps of the step scheduler", applies=lambda v: v["scheduler"] == "step"),
+    Param("warmup", lambda v: number("warmup", v, low=0, high=0.5), "float", 0.1,
+          "cosine, onecycle: share of the run's batches that raise the lr to `lr`",
+          applies=lambda v: v["scheduler"] in BATCH_SCHEDULERS),
     Param("momentum", lambda v: number("momentum", v, low=0, high=1), "float", 0.0, "sgd and rmsprop only",
           search=Range(0.0, 0.99), applies=lambda v: v["optimizer"] in ("sgd", "rmsprop")),
     Param("nesterov", lambda v: boolean("nesterov", v), "bool", False, "sgd only",
@@ -109,9 +117,14 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
 DEFAULTS = {name: p.default for name, p in PARAMS.items()}
 
 
+# The built-in family's arguments the default study searches (model.NAME keys are not rows of the table above):
+# 1.5 and 2 times the default width paid off at 1.6 and 2.3 times its cost on the mini set (docs/benchmarks.md).
+DEFAULT_MODEL_SEARCH: dict[str, Domain] = {MODEL_ARG + "width": Choices((16, 24, 32))}
+
+
 def default_search() -> dict[str, Domain]:
     """The search space of the default study."""
-    return {name: p.search for name, p in PARAMS.items() if p.search is not None}
+    return {**{name: p.search for name, p in PARAMS.items() if p.search is not None}, **DEFAULT_MODEL_SEARCH}
 
 
 def applies(name: str, values: Mapping[str, Any]) -> bool:
@@ -141,6 +154,16 @@ def check_model_args(value: Any) -> dict[str, Any]:
             raise SpecError(f"model_args: {key!r} is not a keyword argument name")
         check_model_arg(f"model.{key}", arg)
     return value
+
+
+def check_builtin_args(model: str, args: Mapping[str, Any], where: str = "model_args") -> None:
+    """The arguments of a built-in family: model.width and model.depth, positive integers."""
+    for key, value in args.items():
+        if key not in BUILTIN_ARGS:
+            raise SpecError(f"{where}: model {model} takes model.{' and model.'.join(BUILTIN_ARGS)}, not model.{key}"
+                            "; other model.NAME arguments apply to torchvision, timm and your own models")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise SpecError(f"{where}: model.{key} of {model} must be a whole number >= 1, got {value!r}")
 
 
 def _param_check(name: str) -> Callable[[Any], Any]:
@@ -175,9 +198,17 @@ def parse_domain(name: str, raw: Any) -> Domain:
 
 
 def _parse_range(name: str, raw: dict[str, Any], check: Callable[[Any], Any]) -> Range:
-    unknown = set(raw) - {"low", "high", "log", "step"}
-    if unknown or not {"low", "high"} <= set(raw):
-        raise SpecError(f"search.{name} must be a value, a list, or {{low, high, log, step}}, got {raw!r}")
+    keys = ("low", "high", "log", "step")
+    for key in raw:
+        if key not in keys:
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise SpecError(f"search.{name}: unknown key {key!r} in a range ({hint}a range is {{low, high, log, "
+                            "step})")
+    missing = [key for key in ("low", "high") if key not in raw]
+    if missing:
+        raise SpecError(f"search.{name}: the range lacks {' and '.join(missing)}: a range is {{low, high, log, "
+                        "step}")
     model_arg = name.startswith(MODEL_ARG)
     if not model_arg and not PARAMS[name].takes_range:
         raise SpecError(f"search.{name} takes a value or a list of choices, not a range")

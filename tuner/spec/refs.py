@@ -15,32 +15,50 @@ from tuner.errors import SpecError
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A torchvision dataset tune knows by name."""
+    """A dataset tune knows by name: one of torchvision's, which torchvision reads (or downloads) in the data
+    directory, or a sample of one shipped inside the package (`sample_of`), read from tuner/data without network
+    or data directory. A sample is a dataset of its own: its own name, splits and studies."""
 
-    torchvision_class: str  # its class in torchvision.datasets
-    files: str  # where torchvision keeps its files under the data directory
+    torchvision_class: str  # its class in torchvision.datasets (a sample's: the full set's, for the class names)
+    files: str  # where torchvision keeps its files under the data directory; a sample's folder in tuner/data
     shape: tuple[int, int, int]  # (C, H, W) of its images
     num_classes: int
+    title: str  # its name in sentences
+    images: int  # train + test
+    sample_of: str | None = None  # the benchmark a bundled sample's images come from
 
 
 BENCHMARKS = {
-    "fashion-mnist": Benchmark("FashionMNIST", "FashionMNIST/raw", (1, 28, 28), 10),
-    "mnist": Benchmark("MNIST", "MNIST/raw", (1, 28, 28), 10),
-    "kmnist": Benchmark("KMNIST", "KMNIST/raw", (1, 28, 28), 10),
-    "cifar10": Benchmark("CIFAR10", "cifar-10-batches-py", (3, 32, 32), 10),
+    "fashion-mnist": Benchmark("FashionMNIST", "FashionMNIST/raw", (1, 28, 28), 10, "Fashion-MNIST", 70_000),
+    "mnist": Benchmark("MNIST", "MNIST/raw", (1, 28, 28), 10, "MNIST", 70_000),
+    "kmnist": Benchmark("KMNIST", "KMNIST/raw", (1, 28, 28), 10, "KMNIST", 70_000),
+    "cifar10": Benchmark("CIFAR10", "cifar-10-batches-py", (3, 32, 32), 10, "CIFAR-10", 60_000),
+    "fashion-mnist-sample": Benchmark("FashionMNIST", "fashion-mnist-sample", (1, 28, 28), 10,
+                                      "the Fashion-MNIST sample", 2_222, sample_of="fashion-mnist"),
 }
 DATASETS = tuple(BENCHMARKS)  # any other dataset is a folder path
 MODELS = ("mlp", "cnn", "convnet", "bncnn")  # the built-in families; see `model_source` for the other references
 HUBS = ("torchvision", "timm")  # `HUB:NAME` model references; any other `MODULE:FUNCTION` is the user's own code
 MODEL_ARG = "model."  # a search key `model.NAME` is the keyword argument NAME of the model builder
+BUILTIN_ARGS = ("width", "depth")  # the model.NAME arguments the built-in families take (tuner.models.zoo)
 TIMM_INSTALL = "pip install -e '.[timm]' (or pip install timm)"
 
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 def is_folder(dataset: str) -> bool:
-    """Whether a dataset reference names a folder of images rather than a torchvision benchmark."""
+    """Whether a dataset reference names a folder of images rather than a dataset tune knows by name."""
     return dataset not in BENCHMARKS
+
+
+def is_sample(dataset: str) -> bool:
+    """Whether a dataset reference names a sample bundled with tune (read from the package, never downloaded)."""
+    return dataset in BENCHMARKS and BENCHMARKS[dataset].sample_of is not None
+
+
+def sample_for(dataset: str) -> str | None:
+    """The bundled sample of benchmark `dataset`, if tune ships one."""
+    return next((name for name, b in BENCHMARKS.items() if b.sample_of == dataset), None)
 
 
 def check_dataset(value: Any) -> str:

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from tuner.errors import SpecError
 from tuner.spec import checks
-from tuner.spec.params import DEFAULTS, PARAMS, check_model_args
+from tuner.spec.params import BATCH_SCHEDULERS, DEFAULTS, PARAMS, check_builtin_args, check_model_args
 from tuner.spec.refs import HUBS, check_dataset, model_source
 
-METRICS = {"accuracy": "maximize", "loss": "minimize"}
+Direction = Literal["maximize", "minimize"]
+METRICS: dict[str, Direction] = {"accuracy": "maximize", "loss": "minimize"}
 
 # Notes of the fields that are not hyperparameters (those have theirs in tuner.spec.params), for export files.
 FIELD_NOTES = {
@@ -48,6 +49,7 @@ class RunConfig:
     scheduler: str = DEFAULTS["scheduler"]
     gamma: float = DEFAULTS["gamma"]
     step_size: int = DEFAULTS["step_size"]
+    warmup: float = DEFAULTS["warmup"]
     momentum: float = DEFAULTS["momentum"]
     nesterov: bool = DEFAULTS["nesterov"]
     weight_decay: float = DEFAULTS["weight_decay"]
@@ -69,6 +71,8 @@ class RunConfig:
         check_dataset(self.dataset)
         checks.image_size(self.image_size)
         check_model_args(self.model_args)
+        if model_source(self.model)[0] == "builtin":
+            check_builtin_args(self.model, self.model_args)
         if self.model_dir is not None and not isinstance(self.model_dir, str):
             raise SpecError(f"model_dir must be a folder or null, got {self.model_dir!r}")
         if self.pretrained and model_source(self.model)[0] not in HUBS:
@@ -104,3 +108,32 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def stretched(self, epochs: int) -> tuple[RunConfig, str | None]:
+        """This run over `epochs` epochs with its schedule's shape kept, and a line saying what changed (None when
+        `epochs` is the run's). exponential: gamma rescaled so that the last epoch trains at the same learning rate;
+        step: the steps spread out in proportion, same gamma; cosine and onecycle span any run already, warm-up the
+        same share of it."""
+        checks.number("epochs", epochs, low=1, integer=True)
+        if epochs == self.epochs:
+            return self, None
+        head = f"{epochs} epochs instead of {self.epochs}"
+        if self.scheduler == "exponential" and min(epochs, self.epochs) > 1:
+            gamma = self.gamma ** ((self.epochs - 1) / (epochs - 1))
+            last = self.lr * self.gamma ** (self.epochs - 1)
+            return self.replace(epochs=epochs, gamma=gamma), (
+                f"{head}: exponential gamma {self.gamma:.4g} -> {gamma:.4g} per epoch, so that the last epoch trains "
+                f"at the same learning rate ({last:.3g}) as in the original run")
+        if self.scheduler == "step":
+            step_size = max(1, round(self.step_size * epochs / self.epochs))
+            last, now = (self.lr * self.gamma ** ((n - 1) // s) for n, s in ((self.epochs, self.step_size),
+                                                                              (epochs, step_size)))
+            return self.replace(epochs=epochs, step_size=step_size), (
+                f"{head}: the step schedule multiplies the learning rate by {self.gamma:.4g} every {step_size} "
+                f"epochs instead of {self.step_size}; the last epoch trains at {now:.3g} ({last:.3g} in the "
+                "original run)")
+        if self.scheduler in BATCH_SCHEDULERS:
+            return self.replace(epochs=epochs), (
+                f"{head}: the {self.scheduler} schedule spans all {epochs}, its warm-up the first {self.warmup:.0%} "
+                "of the batches as before")
+        return self.replace(epochs=epochs), f"{head}, same schedule ({self.scheduler})"

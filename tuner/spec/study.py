@@ -12,9 +12,19 @@ from typing import Any
 from tuner.errors import SpecError, TuneError
 from tuner.fileio import read_mapping
 from tuner.spec import checks
-from tuner.spec.params import Choices, Domain, Fixed, default_search, domain_to_data, may_be_true, parse_domain
+from tuner.spec.params import (
+    Choices,
+    Domain,
+    Fixed,
+    Range,
+    check_builtin_args,
+    default_search,
+    domain_to_data,
+    may_be_true,
+    parse_domain,
+)
 from tuner.spec.refs import HUBS, MODEL_ARG, check_dataset, check_model, dataset_ref, locate_models, model_source
-from tuner.spec.run import METRICS
+from tuner.spec.run import METRICS, Direction
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc")
 PRUNERS = ("median", "percentile", "successive-halving", "hyperband", "none")
@@ -24,7 +34,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 SHIPPED_SPEC_DIRS = (_PACKAGE_DIR / "studies", _PACKAGE_DIR.parent / "studies")
 
 
-def _named(kind: str, raw: Any, allowed: tuple[str, ...]) -> tuple[str, dict]:
+def _named(kind: str, raw: Any, allowed: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
     """Sampler or pruner: either a name, or {name: ..., other keyword arguments for the Optuna class}."""
     if isinstance(raw, str):
         return checks.choice(kind, raw, allowed), {}
@@ -39,7 +49,7 @@ class StudySpec:
     """What one study searches and how. The defaults are the shipped Fashion-MNIST study."""
 
     name: str = "fashion-mnist"  # study name in the storage, unless --study gives another
-    dataset: str = "fashion-mnist"  # torchvision's fashion-mnist, mnist, kmnist or cifar10, or a folder of images
+    dataset: str = "fashion-mnist"  # a name of tuner.spec.refs.BENCHMARKS (torchvision's, a bundled sample) or a folder
     image_size: int | None = None  # folders: images resized to this (shorter side, center crop); None: median side
     model: str = "bncnn"  # built-in family, torchvision:NAME, timm:NAME or MODULE:FUNCTION, unless search.model picks
     pretrained: bool = False  # torchvision and timm models start from their default weights (search.pretrained too)
@@ -49,14 +59,16 @@ class StudySpec:
     validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
     split_seed: int = 0  # seed of the train/validation split, fixed so that every trial sees the same split
     sampler: str = "tpe"
-    sampler_options: dict = field(default_factory=dict)  # keyword arguments of the Optuna sampler class
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the Optuna sampler class
     pruner: str = "median"
-    pruner_options: dict = field(default_factory=dict)  # keyword arguments of the Optuna pruner class
+    pruner_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the Optuna pruner class
     search: dict[str, Domain] = field(default_factory=default_search)
     compile: bool = False  # train every trial through torch.compile (worth it for long trials on a GPU)
+    stop_when_flat: bool = False  # end the search once more trials are unlikely to help (tuner.search.stopping)
 
     def __post_init__(self) -> None:
         checks.boolean("compile", self.compile)
+        checks.boolean("stop_when_flat", self.stop_when_flat)
         if not isinstance(self.name, str) or not self.name.strip():
             raise SpecError(f"name must be a non-empty string, got {self.name!r}")
         check_dataset(self.dataset)
@@ -79,24 +91,34 @@ class StudySpec:
         if not may_be_true(self.search.get("pretrained", Fixed(self.pretrained))):
             return
         models = self.search.get("model", Fixed(self.model))
+        assert not isinstance(models, Range)  # parse_domain refuses a range for model
         refs = models.values if isinstance(models, Choices) else (models.value,)
         if not any(model_source(ref)[0] in HUBS for ref in refs):
             raise SpecError(f"pretrained: {', '.join(refs)} has no pretrained weights: pretrained applies to "
                             "torchvision:NAME and timm:NAME models")
 
     def _check_model_args(self) -> None:
-        args = [key for key in self.search if key.startswith(MODEL_ARG)]
-        if args and all(model_source(ref)[0] == "builtin" for ref in self.models()):
-            raise SpecError(f"search.{args[0]}: the built-in families ({', '.join(self.models())}) take no arguments "
-                            "but dropout; model.NAME applies to torchvision, timm and your own models")
+        """A study of built-in families only searches their arguments (model.width, model.depth), in whole numbers."""
+        if not all(model_source(ref)[0] == "builtin" for ref in self.models()):
+            return  # a trial of a built-in family samples only the arguments it takes
+        models = ", ".join(self.models())
+        for key, domain in self.search.items():
+            if not key.startswith(MODEL_ARG):
+                continue
+            name = key[len(MODEL_ARG):]
+            values = (domain.low, domain.high, *((domain.step,) if domain.step is not None else ())) \
+                if isinstance(domain, Range) else domain.values if isinstance(domain, Choices) else (domain.value,)
+            for value in values:
+                check_builtin_args(models, {name: value}, f"search.{key}")
 
     def models(self) -> list[str]:
         """Every model reference a trial of this spec may build."""
         domain = self.search.get("model", Fixed(self.model))
+        assert not isinstance(domain, Range)  # parse_domain refuses a range for model
         return list(domain.values) if isinstance(domain, Choices) else [domain.value]
 
     @property
-    def direction(self) -> str:
+    def direction(self) -> Direction:
         return METRICS[self.metric]
 
     @classmethod
@@ -126,7 +148,7 @@ class StudySpec:
             raw["search"] = {name: parse_domain(name, value) for name, value in raw["search"].items()}
         return cls(**raw)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, in the shape `from_dict` reads (stored in the study for resumes)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -140,10 +162,15 @@ class StudySpec:
 
     def replace(self, **changes: Any) -> StudySpec:
         """A copy with some fields changed and validated again (CLI overrides go through here). A new `model`
-        replaces search.model too; `model_dirs` adds to the folders already known."""
+        replaces search.model too, and the model.NAME arguments of the models it replaces; `model_dirs` adds to the
+        folders already known."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if "model" in changes and "search" not in changes:
-            changes["search"] = {k: v for k, v in self.search.items() if k != "model"}
+            # model.NAME arguments belong to the model they were written for (the default study's model.width to
+            # bncnn): another model starts without them
+            drop = changes["model"] not in self.models()
+            changes["search"] = {k: v for k, v in self.search.items()
+                                 if k != "model" and not (drop and k.startswith(MODEL_ARG))}
         if "model_dirs" in changes:
             changes["model_dirs"] = {**self.model_dirs, **changes["model_dirs"]}
         return dataclasses.replace(self, **changes)
