@@ -138,12 +138,14 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(cli, tiny_spec, da
 
 
 def test_sigint_to_a_real_process_leaves_no_trial_running(tiny_spec, data_dir, storage_url):
-    command = [sys.executable, "-m", "tuner", "start", "--trials", "200", "--spec", str(tiny_spec),
+    # Long trials, so that the signal lands inside one (mid-training) rather than between two on a busy machine.
+    command = [sys.executable, "-m", "tuner", "start", "--trials", "200", "--spec", str(tiny_spec), "--epochs", "200",
                "--data-dir", str(data_dir), "--storage", storage_url, "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while stored_trial_count(storage_url) < 2 and time.monotonic() < deadline:
+    while stored_trial_count(storage_url) < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
+    time.sleep(1.0)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
