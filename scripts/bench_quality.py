@@ -137,7 +137,8 @@ def mean(values: list[float | None]) -> float | None:
 
 # --- the picture, drawn with Pillow (tune's own dependency: no plotting library needed)
 
-def plot(results: dict[str, list[dict[str, Any]]], points: list[float], path: Path, title: str) -> None:
+def plot(results: dict[str, list[dict[str, Any]]], points: list[float], path: Path, title: str,
+         clock: str = "wall time (s)") -> None:
     from PIL import Image, ImageDraw
 
     width, height, margin = 1300, 560, 70
@@ -162,7 +163,7 @@ def plot(results: dict[str, list[dict[str, Any]]], points: list[float], path: Pa
             return bottom - (value - low) / (high - low) * (bottom - top)
 
         draw.rectangle((left, top, right, bottom), outline="black")
-        draw.text((left, bottom + 30), f"{label} against wall time (s, log scale)", fill="black")
+        draw.text((left, bottom + 30), f"{label} against {clock}, log scale", fill="black")
         for point in points:
             draw.line((x_of(point), bottom, x_of(point), bottom + 5), fill="black")
             draw.text((x_of(point) - 8, bottom + 8), f"{point:g}", fill="black")
@@ -213,8 +214,9 @@ def anytime(args: argparse.Namespace, arms: dict[str, list[str]], work: Path, en
     out.mkdir(parents=True, exist_ok=True)
     (out / "quality.json").write_text(json.dumps({"points": points, "results": results, "load": os.getloadavg()},
                                                  indent=1))
+    clock = "CPU seconds of one torch thread" if args.cpu_clock else "wall time (s)"
     plot(results, points, out / "quality.png", f"tune start on {args.data_dir.name}: mean of seeds "
-         f"{', '.join(map(str, args.seeds))} (dots: each seed)")
+         f"{', '.join(map(str, args.seeds))} (dots: each seed)", clock)
     print(f"\nWrote {out / 'quality.json'} and {out / 'quality.png'}")
 
 
