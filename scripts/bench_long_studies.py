@@ -149,6 +149,7 @@ def main() -> None:
         runs = flat(args, work, env) if args.mode == "flat" else warm(args, work, env)
         print(f"load average after: {os.getloadavg()}", flush=True)
     path = Path(args.out) / f"long_studies_{args.mode}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2, default=str) + "\n")
     print(f"wrote {path}")
 

@@ -49,11 +49,15 @@ POINTS = (10, 20, 30, 60, 120, 300, 600)  # seconds
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
+class Failed(Exception):
+    pass
+
+
 def tune(*args: object, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "tuner", *map(str, args)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise SystemExit(f"`tune {' '.join(map(str, args))}` failed:\n{done.stderr[-2000:]}")
+        raise Failed(f"`tune {' '.join(map(str, args))}` failed:\n{done.stderr[-2000:]}")
     return done
 
 
@@ -242,8 +246,13 @@ def production(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Non
                      for label, extra in runs]
         for label, extra in runs:
             out = work / f"{name}-{label}"
-            tune("train", best, "--full-train", "--device", "cpu", "--data-dir", args.data_dir, "--out", out,
-                 *extra, env=env)
+            try:
+                tune("train", best, "--full-train", "--device", "cpu", "--data-dir", args.data_dir, "--out", out,
+                     *extra, env=env)
+            except Failed as e:  # an ensemble of more configs than the search completed, say
+                row[label] = None
+                row.setdefault("errors", []).append(str(e).splitlines()[-1])
+                continue
             metrics = json.loads((out / "metrics.json").read_text())
             row[label] = metrics["test_accuracy"]
             row.setdefault("trial_test_accuracy", metrics["trial_test_accuracy"])
@@ -251,7 +260,8 @@ def production(args: argparse.Namespace, work: Path, env: dict[str, str]) -> Non
         print(json.dumps(row), flush=True)
     for key in rows[0]:
         if key.startswith(("trial_test", "full_train", "ensemble")):
-            print(f"mean {key}: {statistics.mean(r[key] for r in rows):.4f}")
+            known = [r[key] for r in rows if r.get(key) is not None]
+            print(f"mean {key}: " + (f"{statistics.mean(known):.4f} ({len(known)} of {len(rows)})" if known else "-"))
 
 
 def main() -> None:
@@ -281,10 +291,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "XDG_DATA_HOME": f"{tmp}/data", "XDG_CACHE_HOME": f"{tmp}/cache"}
         print(f"load average at the start: {os.getloadavg()}", flush=True)
-        if args.production:
-            production(args, Path(tmp), env)
-        else:
-            anytime(args, arms, Path(tmp), env)
+        try:
+            if args.production:
+                production(args, Path(tmp), env)
+            else:
+                anytime(args, arms, Path(tmp), env)
+        except Failed as e:
+            raise SystemExit(str(e)) from None
         print(f"load average at the end: {os.getloadavg()}")
 
 
