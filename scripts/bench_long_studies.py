@@ -13,7 +13,7 @@
         after 20 trials and that trial's test accuracy.
 
 Each run is one `tune start` in its own process, on all the machine's cores (report the load: a loaded machine
-measures the load). Writes long_studies_<mode>.json in --out.
+measures the load). Writes long_studies_<mode>.json in --out, and keeps the studies in long_studies_<mode>/.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -142,12 +141,12 @@ def main() -> None:
     parser.add_argument("--out", default=".", help="where to write long_studies_<mode>.json")
     args = parser.parse_args()
     args.epochs = args.epochs or (4 if args.mode == "flat" else 2)
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        env = {**os.environ, "XDG_DATA_HOME": str(work / "data"), "XDG_CACHE_HOME": str(work / "cache")}
-        print(f"load average before: {os.getloadavg()}", flush=True)
-        runs = flat(args, work, env) if args.mode == "flat" else warm(args, work, env)
-        print(f"load average after: {os.getloadavg()}", flush=True)
+    work = Path(args.out) / f"long_studies_{args.mode}"  # the studies stay, to replay other rules on
+    work.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "XDG_DATA_HOME": str(work / "data"), "XDG_CACHE_HOME": str(work / "cache")}
+    print(f"load average before: {os.getloadavg()}", flush=True)
+    runs = flat(args, work, env) if args.mode == "flat" else warm(args, work, env)
+    print(f"load average after: {os.getloadavg()}", flush=True)
     path = Path(args.out) / f"long_studies_{args.mode}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"args": vars(args), "runs": runs}, indent=2, default=str) + "\n")

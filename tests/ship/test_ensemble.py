@@ -108,12 +108,14 @@ def test_an_ensemble_predicts_and_converts_like_any_model(exported, data_dir, tm
 
 def test_too_few_members_and_old_exports_are_one_line(exported, data_dir, tmp_path):
     assert_one_line_error(invoke("train", exported, "--ensemble", 4, "--data-dir", data_dir, "--device", "cpu"),
-                          f"{exported} lists 3 distinct config(s), not 4: export the study again with `tune export "
-                          f"STUDY --top 4 -o {exported}` (it lists complete trials only), or train --ensemble 3")
+                          f"{exported} lists 3 distinct config(s), not 4: export the study again (`tune export "
+                          f"STUDY --top 4 -o {exported}`) once it has 4 complete trials with distinct configs, or "
+                          "train --ensemble 3")
     old = FIXTURES / "export.yaml"
     assert_one_line_error(invoke("train", old, "--ensemble", 2, "--data-dir", data_dir, "--device", "cpu"),
-                          f"{old} lists 1 distinct config(s), not 2: export the study again with `tune export STUDY "
-                          f"--top 2 -o {old}` (it lists complete trials only), or train --ensemble 1")
+                          f"{old} lists 1 distinct config(s), not 2: export the study again (`tune export STUDY "
+                          f"--top 2 -o {old}`) once it has 2 complete trials with distinct configs, or train "
+                          "--ensemble 1")
     broken = tmp_path / "broken.yaml"
     broken.write_text("config: {model: mlp}\nensemble: [{trial: 3, config: {lr: -1}}]\n")
     assert_one_line_error(invoke("train", broken, "--ensemble", 2, "--data-dir", data_dir),

@@ -26,9 +26,9 @@ def members_of(export: Export, count: int, path: str | Path) -> list[tuple[RunCo
     """The first `count` members the export lists (run config, where it came from), checked to share their data."""
     members = export.members()
     if len(members) < count:
-        raise TuneError(f"{path} lists {len(members)} distinct config(s), not {count}: export the study again with "
-                        f"`tune export STUDY --top {count} -o {path}` (it lists complete trials only), or train "
-                        f"--ensemble {len(members)}")
+        raise TuneError(f"{path} lists {len(members)} distinct config(s), not {count}: export the study again "
+                        f"(`tune export STUDY --top {count} -o {path}`) once it has {count} complete trials with "
+                        f"distinct configs, or train --ensemble {len(members)}")
     members = members[:count]
     first = members[0][0]
     for number, (config, _) in enumerate(members[1:], start=2):
