@@ -17,7 +17,8 @@ run; and what production makes of a short search (`tune train --full-train`, alo
 a wall-clock measurement on a loaded machine compares the load, not the searches. `--cpu-clock` measures budgets in
 CPU seconds of the tune process on one torch thread instead (no trial starts after the budget; the search is
 stopped once the running one ends): figures that other jobs on the machine do not change, and that understate what
-the same wall seconds buy on a quiet machine with two threads.
+the same wall seconds buy on a quiet machine with two threads. With it, `--jobs 2` runs two searches at once, one
+per core (their CPU budgets hold; they share the memory bus, so each is a little slower per CPU second).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -196,13 +198,18 @@ def anytime(args: argparse.Namespace, arms: dict[str, list[str]], work: Path, en
     seconds = args.minutes * 60
     points = [p for p in POINTS if p <= seconds] or [seconds]
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
-    for seed in args.seeds:
-        for arm, flags in arms.items():
-            name = f"{arm}-{seed}"
-            storage, clock, within = search(flags, seconds, seed, args.data_dir, work, name, env, args.cpu_clock)
-            run = {"seed": seed, **curve(storage, name, clock, points, within)}
+
+    def one(arm: str, seed: int) -> dict[str, Any]:
+        name = f"{arm}-{seed}"
+        storage, clock, within = search(arms[arm], seconds, seed, args.data_dir, work, name, env, args.cpu_clock)
+        run = {"seed": seed, **curve(storage, name, clock, points, within)}
+        print(json.dumps({"arm": arm, **run}), flush=True)
+        return run
+
+    order = [(arm, seed) for seed in args.seeds for arm in arms]
+    with ThreadPoolExecutor(args.jobs) as pool:  # one search per job, each on its own study and core
+        for (arm, _), run in zip(order, pool.map(lambda job: one(*job), order), strict=True):
             results[arm].append(run)
-            print(json.dumps({"arm": arm, **run}), flush=True)
     table = ["| arm | " + " | ".join(f"{p:g} s" for p in points) + " | trials (pruned) |",
              "|---|" + "---|" * (len(points) + 1)]
     for arm, runs in results.items():
@@ -282,8 +289,12 @@ def main() -> None:
                         help="budgets in CPU seconds of the tune process on one torch thread, not wall seconds: "
                              "figures that hold on a machine other jobs load (a quiet one with two threads is "
                              "faster)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="anytime mode with --cpu-clock: run this many searches at once (one core each)")
     parser.add_argument("--out", default="quality")
     args = parser.parse_args()
+    if args.jobs > 1 and not args.cpu_clock:
+        parser.error("--jobs above 1 needs --cpu-clock: searches sharing the cores would measure each other")
     arms = {arm: ARMS[arm] for arm in args.arms}
     for entry in args.spec_arm:
         name, _, file = entry.partition("=")
