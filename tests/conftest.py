@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner, Result
 
 from tuner.cli import main
@@ -64,6 +65,15 @@ def _isolated_session(tmp_path_factory) -> Iterator[None]:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's real storage, data or caches."""
     _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the test: quicker for tiny models on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 
 import optuna
 import pytest
-import torch
 
 from tuner.record import STOPPED_ATTR
 from tuner.search.stopping import MIN_TRIALS, FlatStop, accuracy_noise, plateau, stagnation
@@ -80,12 +79,7 @@ def quick_data(tmp_path_factory):
     return write_idx_dataset(tmp_path_factory.mktemp("quick"), n_train=200, n_test=100)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_stop_when_flat_ends_the_search_says_why_and_a_resume_respects_it(cli, tiny_spec, quick_data, storage_url):

@@ -8,7 +8,6 @@ from typing import Any
 
 import optuna
 import pytest
-import torch
 from torchvision.datasets import FashionMNIST
 
 from tuner.record import INPUT_ATTR, WARM_FROM_ATTR, WARM_START_ATTR, record_spec
@@ -19,12 +18,7 @@ from tuner.storage import open_storage
 TrialState = optuna.trial.TrialState
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trials_of(url: str, name: str) -> list[optuna.trial.FrozenTrial]:
