@@ -36,7 +36,8 @@ WORKER_ATTR = "worker"  # "host:pid" of the process that runs it
 GPU_ATTR = "gpu"  # the GPU it ran on, when its worker was pinned to one
 RUN_ATTR = "run"  # the invocation that ran it: {"id": ..., "trials": its --trials}, for `tune status`
 RESUMED_ATTR = "resumed_after_epoch"  # a retry: the epoch of its original's checkpoint it went on from (0: none)
-WARM_FROM_ATTR = "warm_start_from"  # a trial queued or copied by --warm-start: {"study": ..., "trial": N}
+WARM_FROM_ATTR = "warm_start_from"  # a trial queued or copied by --warm-start: {"study": ..., "trial": N}, and
+# "prior": true for one copied as it was (not run by this study)
 # Study user attrs (long studies)
 STOPPED_ATTR = "stopped_when_flat"  # why --stop-when-flat ended a search: {"reason": ..., "trials": N, "at": ...}
 WARM_START_ATTR = "warm_start"  # the study it was warm-started from: {"study", "storage", "queued", "added"}
@@ -44,13 +45,20 @@ WARM_START_ATTR = "warm_start"  # the study it was warm-started from: {"study", 
 CHECKPOINT_ATTR = "tune:checkpoint"  # the artifact ids of its checkpoint; a retry inherits them (tuner.search)
 RETRY_OF = "failed_trial"  # Optuna's: the number of the trial a retry retries (the first of the line)
 RETRY_HISTORY = "retry_history"  # Optuna's: the numbers of the trials a retry follows, oldest first
+REQUEUED_FROM = "tune:requeued_from"  # the trial Ctrl-C stopped that this one goes on with (not in the
+# retry history, which Optuna's retry limit counts: an interrupt is not a crash)
 
 EXPORTS_HEADING = "## Exports"
 
 
 def stored_spec(study: optuna.Study) -> StudySpec | None:
     """The spec a study runs, if tune created it."""
-    raw = study.user_attrs.get(SPEC_ATTR)
+    return spec_in(study.user_attrs)
+
+
+def spec_in(user_attrs: dict[str, Any]) -> StudySpec | None:
+    """The spec recorded in a study's user attrs, if tune created the study."""
+    raw = user_attrs.get(SPEC_ATTR)
     return StudySpec.from_dict(raw) if raw is not None else None
 
 
@@ -66,6 +74,12 @@ def record_data_dir(study: optuna.Study, data_dir: str | Path) -> str:
     if study.user_attrs.get(DATA_DIR_ATTR) != path:
         study.set_user_attr(DATA_DIR_ATTR, path)
     return path
+
+
+def is_prior(trial: FrozenTrial) -> bool:
+    """Whether `trial` was copied from another study by --warm-start, as prior knowledge, rather than run here."""
+    origin = trial.user_attrs.get(WARM_FROM_ATTR)
+    return isinstance(origin, dict) and origin.get("prior") is True
 
 
 def stored_config(trial: FrozenTrial) -> dict[str, Any] | None:

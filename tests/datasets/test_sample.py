@@ -3,10 +3,12 @@ set, with a fixed split of its own and a license beside it."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 import torchvision
 from PIL import Image
@@ -66,3 +68,16 @@ def test_the_documented_command_writes_the_test_images_a_folder_per_class(tmp_pa
     first = tmp_path / "out" / sample.classes[int(test.y[0])] / "0000.png"
     assert first in files and np.array_equal(np.asarray(Image.open(first)), test.x[0, 0].numpy())
     assert len(list((tmp_path / "out" / "T-shirt" / "top").glob("*.png"))) == int((test.y == 0).sum())
+
+
+@pytest.mark.parametrize("content", [b"", b"not gzip at all", gzip.compress(b"\x00\x00\x08\x03\x00"),
+                                     gzip.compress(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00"),
+                                     gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09\x00")[:-6]])
+def test_a_damaged_sample_file_is_one_line_saying_to_reinstall(tmp_path, content):
+    from tuner.datasets.sample import read_idx
+    from tuner.errors import TuneError
+
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(content)
+    with pytest.raises(TuneError, match=r"cannot be read \(.+\): reinstall tune \(pip install -e \.\)$"):
+        read_idx(path)

@@ -18,7 +18,7 @@ import torch
 
 import tuner.search.objective
 from tuner.look.status import heartbeat_ages
-from tuner.record import CHECKPOINT_ATTR, REASON, RESUMED_ATTR, RETRY_OF, WORKER_ATTR
+from tuner.record import CHECKPOINT_ATTR, REASON, RESUMED_ATTR, RETRY_HISTORY, RETRY_OF, WORKER_ATTR
 from tuner.search import checkpoints
 from tuner.ship.artifacts import artifact_dir_for, artifact_store_for
 from tuner.ship.resume import latest_state
@@ -71,7 +71,8 @@ def checkpoint_files(url: str) -> list[str]:
 def saved_epoch(url: str, trial: optuna.trial.FrozenTrial) -> int:
     """The epoch of the newest whole state in `trial`'s checkpoint, read as a retry reads it."""
     config = RunConfig.from_dict(trial.user_attrs["config"])
-    state = latest_state(artifact_store_for(url), trial.system_attrs[CHECKPOINT_ATTR], config).state
+    state = latest_state(artifact_store_for(url), trial.system_attrs[CHECKPOINT_ATTR], config,
+                         {"device": "cpu"}).state
     return state.epoch if state is not None else 0
 
 
@@ -169,6 +170,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_the_next_start_goes_on_from_it(cli, com
     interrupted, queued = trials_of(storage_url)
     assert interrupted.state == TrialState.FAIL and queued.state == TrialState.WAITING
     assert queued.system_attrs[RETRY_OF] == interrupted.number and queued.params == interrupted.params
+    assert not queued.system_attrs.get(RETRY_HISTORY)  # an interrupt is not counted against Optuna's retry limit
     assert REASON in interrupted.user_attrs and REASON not in queued.user_attrs
     assert len(checkpoint_files(storage_url)) == 1  # only the newest state, after epoch 4, kept
     assert "Queued:" not in result.output  # Ctrl-C prints the resume line, not the summary

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import optuna
 import pytest
 
-from tuner.record import STOPPED_ATTR
+from tuner.record import STOPPED_ATTR, WARM_FROM_ATTR
 from tuner.search.stopping import MIN_TRIALS, FlatStop, accuracy_noise, plateau, stagnation
 from tuner.storage import open_storage
 from tuner.testing import write_idx_dataset
@@ -65,6 +65,23 @@ def test_a_best_found_early_is_given_as_many_trials_again_and_at_least_twenty():
     assert early.check(study_of([0.8] + [0.6] * 21)) is not None
 
 
+def test_trials_a_warm_start_copied_in_set_the_bar_but_are_not_tries():
+    stop = FlatStop("accuracy", 258)
+    study = study_of([])
+    for number in range(60):  # another study's 60 trials, its best the 25th: prior knowledge, run elsewhere
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.85 if number == 24 else 0.6,
+                                                  user_attrs={WARM_FROM_ATTR: {"study": "old", "trial": number,
+                                                                               "prior": True}}))
+    assert stop.check(study) is None  # no try of its own yet: nothing to judge
+    for _ in range(MIN_TRIALS):
+        study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.86))  # within the noise
+    assert stop.check(study) is None
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.86))
+    reason = stop.check(study)
+    assert reason is not None and reason.startswith("flat: no trial beat trial 24's 0.8500 by more than")
+    assert reason.endswith("in the 21 trials since; it came with the warm start (the search stops after 20 more)")
+
+
 def test_stagnation_counts_trials_and_search_time_since_the_best():
     study = study_of([0.5, 0.9, 0.6, None, 0.7])
     flat = stagnation(study.trials, study.best_trial)
@@ -111,6 +128,9 @@ def test_stop_when_flat_ends_the_search_says_why_and_a_resume_respects_it(cli, t
     more = cli("start", "--study", "tiny", "--trials", 2, "--no-stop-when-flat", *common)
     assert more.exit_code == 0, more.output
     assert "Stopped:" not in more.output and len(trials_in(storage_url)) == ran + 2
+    study = optuna.load_study(study_name="tiny", storage=open_storage(storage_url))
+    assert not study.user_attrs[STOPPED_ATTR]  # the search went on: the old stop no longer describes it
+    assert "Stopped:" not in cli("status", "tiny", "--storage", storage_url, "--once").output
 
 
 def test_stop_when_flat_as_a_spec_key_and_a_bad_value(cli, tiny_spec, quick_data, storage_url):

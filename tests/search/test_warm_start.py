@@ -161,3 +161,37 @@ def test_warm_start_into_a_study_with_trials_of_its_own_is_refused(cli, source, 
     assert result.output.strip() == ("Error: --warm-start tiny: study 'wide' exists already with 1 trials; a warm "
                                      "start begins a new study: use a new --study NAME")
     assert len(trials_of(source, "wide")) == 1
+
+
+def test_a_clipped_value_lands_on_the_new_ranges_grid():
+    from tuner.search.warm_start import _fitted
+    from tuner.spec import Range
+
+    assert _fitted("batch_size", 100, Range(16, 100, step=32)) == (80, "batch_size=100 clipped to 80, into [16, 100]")
+    assert _fitted("batch_size", 60, Range(16, 100, step=32))[0] == 48  # the nearest point of 16, 48, 80
+    assert _fitted("batch_size", 80, Range(16, 100, step=32)) == (80, None)
+
+
+def test_a_warm_start_interrupted_while_written_writes_the_rest_when_run_again(cli, source, tiny_spec, data_dir,
+                                                                               storage_url, tmp_path, monkeypatch):
+    spec = changed_spec(tiny_spec, tmp_path)
+    args = ("start", "--spec", spec, "--data-dir", data_dir, "--storage", storage_url, "--trials", 1, "--device",
+            "cpu", "--keep-top", 0, "--warm-start", "tiny", "--warm-start-storage", source)
+    real_enqueue, calls = optuna.Study.enqueue_trial, []
+
+    def enqueue_then_die(self, *a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_enqueue(self, *a, **k)
+
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_then_die)
+    assert cli(*args).exit_code != 0
+    assert len(trials_of(storage_url, "wide")) == 2  # two of the five queued when it stopped
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", real_enqueue)
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    queued = [t.user_attrs[WARM_FROM_ATTR]["trial"] for t in trials_of(storage_url, "wide")]
+    assert len(queued) == WARM_TOP and len(set(queued)) == WARM_TOP  # the rest, none twice; one of them ran
+    study = optuna.load_study(study_name="wide", storage=open_storage(storage_url))
+    assert study.user_attrs[WARM_START_ATTR] == {"study": "tiny", "storage": source, "queued": WARM_TOP, "added": 0}

@@ -87,6 +87,8 @@ def test_ensemble_trains_into_one_model_that_averages_its_members(exported, data
     card = (tmp_path / "run" / "README.md").read_text()
     assert "## Members" in card and "| 2 | 3 | mlp | adam | 0.003 | cosine | 1 |" in card
     again = read_export(tmp_path / "run" / "config.yaml")  # the run's config trains the same ensemble again
+    assert f"# Train it again:  tune train {tmp_path / 'run' / 'config.yaml'} --ensemble 2\n" in (
+        tmp_path / "run" / "config.yaml").read_text()
     assert [config for config, _ in again.members()] == [BASE.replace(seed=1),
                                                          BASE.replace(scheduler="cosine", warmup=0.2, seed=3)]
 

@@ -285,3 +285,19 @@ def test_weights_that_cannot_be_kept_do_not_stop_the_search(tiny_spec, data_dir,
     trial = study.trials[0]
     assert trial.state == TrialState.COMPLETE and "test_accuracy" in trial.user_attrs
     assert trial.user_attrs["weights_error"].startswith(f"cannot write weights to {tmp_path / 'artifacts'}: ")
+
+
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_a_production_run_that_diverges_is_one_line_and_writes_no_weights(data_dir, tmp_path, ensemble):
+    config = {"dataset": "fashion-mnist", "model": "mlp", "epochs": 2, "optimizer": "sgd", "lr": 1e6, "seed": 1}
+    second = {**config, "lr": 1e5}
+    path = tmp_path / "best.yaml"
+    path.write_text(yaml.safe_dump({"config": config, "ensemble": [{"trial": 7, "config": second}]}))
+    out = tmp_path / "run"
+    result = invoke("train", path, "--data-dir", data_dir, "--device", "cpu", "--out", out, "--ensemble", ensemble)
+    assert result.exit_code == 2, result.output
+    (line,) = [line for line in result.stderr.splitlines() if not line.startswith("member 1 of 2: ")]
+    member = "member 1 of " if ensemble == 2 else ""
+    assert line.startswith(f"Error: {member}{path}: training loss became nan in epoch 1; nothing was written.")
+    assert "Traceback" not in result.output and not (out / "model.safetensors").exists()
+    assert not (out / "checkpoint").exists()

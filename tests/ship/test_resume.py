@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
-from tuner.ship.resume import RUN_CHECKPOINT_DIR, RUN_CHECKPOINT_IDS
+from tuner.ship.resume import RUN_CHECKPOINT_DIR, RUN_CHECKPOINT_IDS, StateWriter, latest_state
 
 EPOCHS = 30
 
@@ -112,6 +113,26 @@ def test_a_checkpoint_of_another_run_is_not_taken(run_config, data_dir, tmp_path
     out = tmp_path / "run"
     killed_after_a_checkpoint(train(run_config, data_dir, out), out)
     output = finished(train(run_config, data_dir, out, "--full-train"))
-    assert "belongs to another run): training from epoch 1" in output
+    assert "belongs to another run (full_train False, here True)): training from epoch 1" in output
     assert json.loads((out / "metrics.json").read_text())["full_train"] is True
     assert not (out / RUN_CHECKPOINT_DIR).exists()
+
+
+def test_a_state_saved_on_another_kind_of_device_is_not_taken(tmp_path):
+    """A run killed on a GPU and run again on the CPU (or the reverse) starts over, saying why: a CUDA generator's
+    state cannot seed a CPU run."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    from tuner.spec import RunConfig
+    from tuner.train import TrainState
+
+    config = RunConfig.from_dict({"dataset": "fashion-mnist", "model": "mlp", "epochs": 4})
+    state = TrainState(config.to_dict(), 2, [], {}, {}, {}, torch.Generator().get_state(), torch.get_rng_state())
+    store = FileSystemArtifactStore(tmp_path)
+    writer = StateWriter(store, RUN_CHECKPOINT_IDS, stamp={"device": "cuda"})
+    writer(state)
+    writer.close(keep=True)
+    assert latest_state(store, RUN_CHECKPOINT_IDS, config, {"device": "cuda"}).state is not None
+    saved = latest_state(store, RUN_CHECKPOINT_IDS, config, {"device": "cpu"})
+    assert saved.state is None
+    assert saved.problem == "state-a.pt belongs to another run (device cuda, here cpu)"

@@ -40,8 +40,9 @@ from tuner.spec.refs import dataset_ref, locate_models
               help="Train through torch.compile (overrides the spec): faster long trials on a GPU, after a "
                    "warm-up per trial.")
 @click.option("--stop-when-flat/--no-stop-when-flat", default=None,
-              help="End the search once more trials are unlikely to help: Optuna's regret bound falls below the "
-                   "noise of validation accuracy (overrides the spec's stop_when_flat).")
+              help="End the search once more trials are unlikely to help: no trial has beaten the best by more "
+                   "than the noise of validation accuracy for as many trials as it took to find it, and at least "
+                   "20 (overrides the spec's stop_when_flat).")
 @click.option("--warm-start", metavar="STUDY",
               help="Begin this new study with the best trials of STUDY (same data and classes), fitted to this "
                    "study's space; its completed trials are added as they are where both studies train alike.")

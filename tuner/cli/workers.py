@@ -71,10 +71,7 @@ def run_and_report(session: Session, slots: list[str | None], *, trials: int, ti
     try:
         runner.run(session, slots, n_trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
     except KeyboardInterrupt:
-        which = "the running trial is" if slots == [None] else "the running trials are"
-        resume = runner.resume_command(session, runner.trials_left(session, trials))
-        click.echo(f"\nInterrupted: {which} marked FAIL and queued again, to go on from the last epoch saved. "
-                   f"Resume with: {resume}", err=True)
+        click.echo(f"\n{runner.interrupt_note(session, trials)}", err=True)
         raise SystemExit(130) from None
     except WorkersFailed as e:
         click.echo(runner.summary(session))

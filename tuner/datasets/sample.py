@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +32,13 @@ def read_idx(path: Path) -> np.ndarray:
     """A gzipped IDX file of unsigned bytes (the MNIST format): magic (0, 0, 0x08, ndim), big-endian sizes, data."""
     try:
         data = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as e:
+        zero, kind, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or kind != 0x08:
+            raise ValueError("not an IDX file of unsigned bytes")
+        shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
+        return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, zlib.error, struct.error, ValueError) as e:  # missing, truncated, corrupt
         raise TuneError(f"{path} cannot be read ({e}): reinstall tune (pip install -e .)") from None
-    zero, kind, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or kind != 0x08:
-        raise TuneError(f"{path} is not an IDX file of unsigned bytes: reinstall tune (pip install -e .)")
-    shape = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def load_images(dataset: str, split: str) -> Images:

@@ -16,7 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from tuner.record import CONFIG_ATTR, GPU_ATTR, STOPPED_ATTR, WORKER_ATTR, run_budget, run_of
+from tuner.record import CONFIG_ATTR, GPU_ATTR, STOPPED_ATTR, WORKER_ATTR, is_prior, run_budget, run_of
 from tuner.search.stopping import Stagnation, best_of, stagnation
 from tuner.storage import rdb
 
@@ -137,7 +137,7 @@ def snapshot(study: optuna.Study) -> Snapshot:
     now = datetime.now()
     trials = study.get_trials(deepcopy=False)
     running = [t for t in trials if t.state == TrialState.RUNNING]
-    finished = [t for t in trials if t.state.is_finished()]
+    finished = [t for t in trials if t.state.is_finished() and not is_prior(t)]  # priors took no time here
     ages = heartbeat_ages(study._storage, study.study_name, [t.number for t in running]) if running else {}
     remaining = _remaining(trials, running)
     return Snapshot(

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TrialFailed
-from tuner.record import CHECKPOINT_ATTR, RESUMED_ATTR, RETRY_HISTORY, RETRY_OF
+from tuner.record import CHECKPOINT_ATTR, REQUEUED_FROM, RESUMED_ATTR, RETRY_HISTORY, RETRY_OF
 from tuner.ship.artifacts import artifact_dir_for, artifact_store_for, storage_url_of
 from tuner.ship.resume import StateWriter, cannot_save, latest_state, remove_states
 
@@ -74,7 +74,10 @@ def _ids(trial: optuna.Trial, attrs: dict[str, Any]) -> list[str]:
 
 def _epochs_done(trial: optuna.Trial, attrs: dict[str, Any]) -> int:
     """The epochs the trial this one retries reported before it stopped."""
-    before = (attrs.get(RETRY_HISTORY) or [attrs.get(RETRY_OF)])[-1]
+    lineage = [*(attrs.get(RETRY_HISTORY) or []), attrs.get(REQUEUED_FROM), attrs.get(RETRY_OF)]
+    before = max((n for n in lineage if isinstance(n, int)), default=None)  # the newest: numbers only grow
+    if before is None:
+        return 0
     storage = trial.storage
     try:
         previous = storage.get_trial(storage.get_trial_id_from_study_id_trial_number(trial.study._study_id, before))
@@ -83,9 +86,10 @@ def _epochs_done(trial: optuna.Trial, attrs: dict[str, Any]) -> int:
     return len(previous.intermediate_values)
 
 
-def trial_checkpoint(trial: optuna.Trial, config: RunConfig) -> TrialCheckpoint:
-    """The checkpoint of `trial`, which trains `config`: a retry resumes from its original's newest usable state
-    (one line on stderr says from which epoch, or why it starts over). A study in memory keeps none."""
+def trial_checkpoint(trial: optuna.Trial, config: RunConfig, device: str = "cpu") -> TrialCheckpoint:
+    """The checkpoint of `trial`, which trains `config` on `device` (a type: cpu, cuda): a retry resumes from its
+    original's newest usable state saved on the same kind of device (one line on stderr says from which epoch, or
+    why it starts over). A study in memory keeps none."""
     url = storage_url_of(trial.storage)
     if url is None:
         return TrialCheckpoint()
@@ -98,9 +102,10 @@ def trial_checkpoint(trial: optuna.Trial, config: RunConfig) -> TrialCheckpoint:
     attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
     ids = _ids(trial, attrs)
     original = attrs.get(RETRY_OF)
+    stamp = {"device": device}
     if original is None:
-        return TrialCheckpoint(None, StateWriter(store, ids, where=where))
-    saved = latest_state(store, ids, config)
+        return TrialCheckpoint(None, StateWriter(store, ids, where=where, stamp=stamp))
+    saved = latest_state(store, ids, config, stamp)
     resumed = saved.state.epoch if saved.state is not None else 0
     trial.set_user_attr(RESUMED_ATTR, resumed)
     if saved.state is not None:
@@ -115,7 +120,7 @@ def trial_checkpoint(trial: optuna.Trial, config: RunConfig) -> TrialCheckpoint:
     else:
         print(f"trial {trial.number} retries trial {original} from epoch 1: it stopped in its first epoch",
               file=sys.stderr)
-    return TrialCheckpoint(saved.state, StateWriter(store, ids, first_slot=saved.next_slot, where=where))
+    return TrialCheckpoint(saved.state, StateWriter(store, ids, first_slot=saved.next_slot, where=where, stamp=stamp))
 
 
 def sweep(study: optuna.Study) -> int:

@@ -62,7 +62,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
         # A retry goes on from its original's checkpoint; the checkpoint is deleted when the trial ends for good.
-        with trial_checkpoint(trial, config) as checkpoint:
+        with trial_checkpoint(trial, config, self.splits.train.compute_device.type) as checkpoint:
             for done in checkpoint.history:  # the epochs its original trained: pruners see one whole curve
                 report(done, prune=False)
             out_of_memory = False

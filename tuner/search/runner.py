@@ -12,7 +12,15 @@ import optuna
 from rich.console import Console
 
 from tuner.datasets import Splits
-from tuner.record import INTERRUPTED, STOPPED_ATTR, TEST_ATTR, run_of, trial_note
+from tuner.record import (
+    INTERRUPTED,
+    REQUEUED_FROM,
+    RETRY_HISTORY,
+    STOPPED_ATTR,
+    TEST_ATTR,
+    run_of,
+    trial_note,
+)
 from tuner.search.checkpoints import sweep as sweep_checkpoints
 from tuner.search.gpus import threads_per_worker
 from tuner.search.interrupts import sigterm_as_interrupt
@@ -67,6 +75,8 @@ def run(session: Session, slots: list[str | None], *, n_trials: int | None, time
     if stop is not None and stop.reason is not None:
         session.stopped = stop.reason
         session.study.set_user_attr(STOPPED_ATTR, stopped_record(stop.reason, session.study))
+    elif session.study.user_attrs.get(STOPPED_ATTR):  # an earlier flat stop no longer describes the study
+        session.study.set_user_attr(STOPPED_ATTR, None)
 
 
 def worker_job(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
@@ -104,6 +114,31 @@ def trials_left(session: Session, asked: int) -> int:
     done = [t for t in session.study.get_trials(deepcopy=False) if run_of(t) == session.run_id
             and t.state.is_finished() and trial_note(t) != INTERRUPTED]
     return max(0, asked - len(done))
+
+
+def interrupted(session: Session) -> tuple[int, int]:
+    """(trials this invocation's Ctrl-C or SIGTERM stopped, how many of them are queued to run again)."""
+    trials = session.study.get_trials(deepcopy=False)
+    stopped = {t.number for t in trials if run_of(t) == session.run_id and trial_note(t) == INTERRUPTED}
+    queued = {t.system_attrs.get(REQUEUED_FROM) for t in trials if t.state == optuna.trial.TrialState.WAITING}
+    queued |= {(t.system_attrs.get(RETRY_HISTORY) or [None])[-1] for t in trials
+               if t.state == optuna.trial.TrialState.WAITING}
+    return len(stopped), len(stopped & queued)
+
+
+def interrupt_note(session: Session, asked: int) -> str:
+    """What Ctrl-C did, and the command that goes on."""
+    stopped, queued = interrupted(session)
+    if not stopped:
+        what = "Interrupted between trials."
+    elif queued == stopped:
+        what = (f"Interrupted: {'the running trial is' if stopped == 1 else f'the {stopped} running trials are'} "
+                "marked FAIL and queued again, to go on from the last epoch saved.")
+    else:
+        what = (f"Interrupted: {stopped} running trial(s) marked FAIL, {queued} of them queued again (the others "
+                "run from the start with new params).")
+    left = trials_left(session, asked)
+    return f"{what} Resume with: {resume_command(session, left)}" if left else f"{what} No trial was left to run."
 
 
 STATE_ORDER = ("complete", "pruned", "fail", "running", "waiting")

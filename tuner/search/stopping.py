@@ -28,6 +28,8 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.record import is_prior
+
 MIN_TRIALS = 20  # the least patience: a search is never judged flat before 21 trials failed to improve it
 NoiseOf = Callable[[float], float]  # the noise of a measured value
 
@@ -50,7 +52,7 @@ def stagnation(trials: Sequence[FrozenTrial], best: FrozenTrial | None) -> Stagn
     """Since `best` (the study's best trial) completed; None before one did, or when no trial finished since."""
     if best is None or best.datetime_complete is None:
         return None
-    after = [t.datetime_complete for t in trials if t.datetime_complete is not None
+    after = [t.datetime_complete for t in trials if t.datetime_complete is not None and not is_prior(t)
              and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete > best.datetime_complete]
     if not after:
         return None
@@ -87,10 +89,17 @@ class Plateau:
 
 
 def plateau(trials: Sequence[FrozenTrial], direction: StudyDirection, noise: NoiseOf) -> Plateau | None:
-    """The plateau of `trials` (in the order they were numbered); None before any completed."""
+    """The plateau of `trials` (in the order they were numbered); None before any completed. Trials a warm start
+    copied in set the value to beat, after no tries: the study's own trials are the tries."""
     sign = 1.0 if direction == StudyDirection.MAXIMIZE else -1.0
-    tries = [t for t in sorted(trials, key=lambda t: t.number) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    finished = [t for t in sorted(trials, key=lambda t: t.number)
+                if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    priors = [t for t in finished if is_prior(t) and t.value is not None]
+    tries = [t for t in finished if not is_prior(t)]
     last: tuple[float, int, int] | None = None  # (value, trial number, tries until then)
+    if priors:
+        best = max(priors, key=lambda t: sign * float(t.value or 0.0))
+        last = (float(best.value or 0.0), best.number, 0)
     for count, trial in enumerate(tries, start=1):
         if trial.state != TrialState.COMPLETE or trial.value is None:
             continue
@@ -123,8 +132,10 @@ class FlatStop:
         at = plateau(trials, study.direction, self.noise)
         if at is not None and at.since > at.patience:
             self.reason = (f"flat: no trial beat trial {at.trial}'s {at.value:.4f} by more than {at.noise:.4f}, "
-                           f"{self.noise_text}, in the {at.since} trials since; it took {at.tries} to get there "
-                           f"(the search stops after as many more, and at least {MIN_TRIALS})")
+                           f"{self.noise_text}, in the {at.since} trials since; " + (
+                               f"it took {at.tries} to get there (the search stops after as many more, and at "
+                               f"least {MIN_TRIALS})" if at.tries else
+                               f"it came with the warm start (the search stops after {MIN_TRIALS} more)"))
         return self.reason
 
 

@@ -20,7 +20,7 @@ from tuner.record import (
     GPU_ATTR,
     INTERRUPTED,
     REASON,
-    RETRY_HISTORY,
+    REQUEUED_FROM,
     RETRY_OF,
     RUN_ATTR,
     WORKER_ATTR,
@@ -131,9 +131,8 @@ def requeue_interrupted(study: optuna.Study, trial_id: int) -> None:
         trial = study._storage.get_trial(trial_id)
         if trial.state != TrialState.FAIL:
             return
-        history = [*trial.system_attrs.get(RETRY_HISTORY, []), trial.number]
         system_attrs = {**trial.system_attrs, RETRY_OF: trial.system_attrs.get(RETRY_OF, trial.number),
-                        RETRY_HISTORY: history}
+                        REQUEUED_FROM: trial.number}
         user_attrs = {k: v for k, v in trial.user_attrs.items() if k != REASON}
         study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
                                                   distributions=trial.distributions, user_attrs=user_attrs,

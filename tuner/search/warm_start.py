@@ -25,7 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.datasets import Splits
 from tuner.errors import TuneError
-from tuner.record import INPUT_ATTR, WARM_FROM_ATTR, WARM_START_ATTR, stored_spec
+from tuner.record import INPUT_ATTR, WARM_FROM_ATTR, WARM_START_ATTR, spec_in
 from tuner.spec import Choices, Domain, Fixed, Range, StudySpec
 from tuner.spec.params import domain_text, is_integer_range
 from tuner.storage import close_storage, load_study, open_existing_storage, public_url
@@ -73,7 +73,8 @@ def _fitted(name: str, value: Any, domain: Domain | None) -> tuple[Any, str | No
         return None, f"{name}={value!r} is not a number in {domain_text(domain)}: the sampler picks it"
     fitted = min(max(value, domain.low), domain.high)
     if domain.step is not None:
-        fitted = min(domain.low + round((fitted - domain.low) / domain.step) * domain.step, domain.high)
+        top = domain.low + math.floor((domain.high - domain.low) / domain.step) * domain.step  # Optuna's own high
+        fitted = min(domain.low + round((fitted - domain.low) / domain.step) * domain.step, top)
     if is_integer_range(name, domain):
         fitted = int(round(fitted))
     note = None if fitted == value else f"{name}={value!r} clipped to {fitted!r}, into {domain_text(domain)}"
@@ -108,24 +109,33 @@ def _best_first(trials: list[FrozenTrial], direction: optuna.study.StudyDirectio
     return sorted(trials, key=lambda t: (sign * float(t.value or 0.0), t.number))
 
 
-def _source(name: str, storage_url: str) -> tuple[optuna.Study, list[FrozenTrial]]:
-    """The other study and its trials (read, then its storage closed)."""
+@dataclass(frozen=True)
+class _Source:
+    """What a warm start reads of the other study, before its storage is closed."""
+
+    user_attrs: dict[str, Any]
+    direction: optuna.study.StudyDirection
+    trials: list[FrozenTrial]
+
+
+def _source(name: str, storage_url: str) -> _Source:
+    """The other study's attrs, direction and trials (read, then its storage closed)."""
     try:
         storage = open_existing_storage(storage_url)
     except TuneError as e:
         raise TuneError(f"--warm-start {name}: {e}") from None
     try:
         study = load_study(name, storage)
-        return study, study.get_trials(deepcopy=False)
+        return _Source(study.user_attrs, study.direction, study.get_trials(deepcopy=False))
     except TuneError as e:
         raise TuneError(f"--warm-start {name}: {e}") from None
     finally:
         close_storage(storage)
 
 
-def _check_source(name: str, other: optuna.Study, spec: StudySpec, splits: Splits) -> StudySpec:
+def _check_source(name: str, other: _Source, spec: StudySpec, splits: Splits) -> StudySpec:
     """The other study's spec, when its trials can inform this one: same data, classes and metric."""
-    other_spec = stored_spec(other)
+    other_spec = spec_in(other.user_attrs)
     if other_spec is None:
         raise TuneError(f"--warm-start {name}: that study was not created by `tune start` (it stores no spec), so "
                         "its data and metric are unknown; warm-start from a tune study")
@@ -148,9 +158,9 @@ def plan_warm_start(source: str, source_url: str, *, name: str, storage_url: str
     `source_url`; a one-line TuneError when nothing can be taken or the studies are not on the same data."""
     if source == name and public_url(source_url) == public_url(storage_url):
         raise TuneError(f"--warm-start {source}: a study cannot warm-start itself; name another study")
-    other, trials = _source(source, source_url)
+    other = _source(source, source_url)
     other_spec = _check_source(source, other, spec, splits)
-    completed = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+    completed = [t for t in other.trials if t.state == TrialState.COMPLETE and t.value is not None]
     if not completed:
         raise TuneError(f"--warm-start {source}: nothing to enqueue: that study has no completed trial yet")
     plan = WarmStart(source, public_url(source_url))
@@ -178,18 +188,28 @@ def _in_new_space(trial: FrozenTrial, space: dict[str, BaseDistribution], source
     return optuna.trial.create_trial(
         state=TrialState.COMPLETE, value=trial.value, params=trial.params,
         distributions={name: space[name] for name in trial.params},
-        user_attrs={**trial.user_attrs, WARM_FROM_ATTR: {"study": source, "trial": trial.number}},
+        user_attrs={**trial.user_attrs, WARM_FROM_ATTR: {"study": source, "trial": trial.number, "prior": True}},
         intermediate_values=trial.intermediate_values)
 
 
+def _copied(study: optuna.Study) -> set[tuple[int, bool]]:
+    """(source trial, copied as a prior) of the trials a warm start already wrote into `study`."""
+    origins = [t.user_attrs.get(WARM_FROM_ATTR) for t in study.get_trials(deepcopy=False)]
+    return {(o["trial"], o.get("prior") is True) for o in origins if isinstance(o, dict) and "trial" in o}
+
+
 def apply_warm_start(study: optuna.Study, plan: WarmStart) -> list[str]:
-    """Write the plan into the (new) study; returns the lines to tell the user."""
-    if plan.prior:
-        study.add_trials(plan.prior)
+    """Write the plan into the (new) study; returns the lines to tell the user. The study is marked as being
+    warm-started first and as done last, so that a start interrupted half-way writes only what is missing when run
+    again."""
+    record = {"study": plan.source, "storage": plan.storage, "queued": len(plan.queued), "added": len(plan.prior)}
+    study.set_user_attr(WARM_START_ATTR, {**record, "done": False})
+    copied = _copied(study)
+    study.add_trials([t for t in plan.prior if (t.user_attrs[WARM_FROM_ATTR]["trial"], True) not in copied])
     for number, params in plan.queued:
-        study.enqueue_trial(params, user_attrs={WARM_FROM_ATTR: {"study": plan.source, "trial": number}})
-    study.set_user_attr(WARM_START_ATTR, {"study": plan.source, "storage": plan.storage, "queued": len(plan.queued),
-                                          "added": len(plan.prior)})
+        if (number, False) not in copied:
+            study.enqueue_trial(params, user_attrs={WARM_FROM_ATTR: {"study": plan.source, "trial": number}})
+    study.set_user_attr(WARM_START_ATTR, record)
     added = f", and {len(plan.prior)} completed trials added as prior knowledge" if plan.prior else ""
     return [*plan.notes, f"Warm start from study {plan.source}: its best {len(plan.queued)} trial(s) queued to run "
                          f"first{added}"]
@@ -202,7 +222,7 @@ def check_new(name: str, source: str, existing: optuna.Study | None) -> bool:
         return True
     done = existing.user_attrs.get(WARM_START_ATTR)
     if isinstance(done, dict) and done.get("study") == source:
-        return False
+        return done.get("done") is False  # interrupted while it was written: write the rest
     count = len(existing.get_trials(deepcopy=False))
     if count:
         raise TuneError(f"--warm-start {source}: study {name!r} exists already with {count} trials; a warm start "

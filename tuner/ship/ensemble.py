@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TuneError
 from tuner.ship.export import Export
-from tuner.ship.production import TrainedRun, check_out_dir, cpu_threads, data_notes, default_out_dir, write_run
+from tuner.ship.production import (
+    TrainedRun,
+    check_out_dir,
+    cpu_threads,
+    data_notes,
+    default_out_dir,
+    diverged,
+    write_run,
+)
 from tuner.spec import RunConfig
 
 if TYPE_CHECKING:
@@ -56,7 +64,7 @@ def train_ensemble(export: Export, path: str | Path, count: int, *, out_dir: Pat
     every member's schedule (RunConfig.stretched)."""
     from tuner.datasets import splits_for
     from tuner.models.ensemble import Ensemble
-    from tuner.train import FitResult, fit, predictions, resolve_device
+    from tuner.train import Diverged, FitResult, fit, predictions, resolve_device
 
     # --- setup: read and check everything before spending training time
     members = members_of(export, count, path)
@@ -81,7 +89,10 @@ def train_ensemble(export: Export, path: str | Path, count: int, *, out_dir: Pat
         for number, config in enumerate(configs, start=1):
             if on_member is not None:
                 on_member(number, config)
-            results.append(fit(config, splits, on_epoch))
+            try:
+                results.append(fit(config, splits, on_epoch))
+            except Diverged as e:
+                raise diverged(path, e, number) from None
     model = Ensemble([result.model for result in results]).eval()
     predicted = predictions(model, splits.test)
     combined = FitResult(model, [], int((predicted == splits.test.y.cpu()).sum()) / len(splits.test), predicted,

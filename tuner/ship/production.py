@@ -84,6 +84,14 @@ def data_notes(export: Export, splits: Splits) -> list[str]:
     return data_warnings(splits, export.input.get("fingerprint"), since, consequence)
 
 
+def diverged(path: str | Path, error: Exception, member: int | None = None) -> TuneError:
+    """The one line for a production run whose loss became NaN or infinite."""
+    which = f"member {member} of " if member is not None else ""
+    return TuneError(f"{which}{path}: {error}; nothing was written. The config diverges in this run (its trial may "
+                     "have been lucky): lower its lr, or train another trial of the study (tune export NAME --trial "
+                     "N)")
+
+
 def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
                  epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
                  on_epoch: Callable[[Epoch], None] | None = None,
@@ -110,7 +118,8 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
         if on_note is not None:
             on_note(note)
 
-    stamp = {"full_train": full_train, "data": splits.info.get("fingerprint")}
+    stamp = {"full_train": full_train, "data": splits.info.get("fingerprint"),
+             "device": splits.train.compute_device.type}
     state, checkpoint = open_run_checkpoint(out_dir, config, stamp, resume=resume, note=on_note or (lambda _: None))
     if state is not None and on_epoch is not None:
         for done in state.history:
@@ -131,6 +140,7 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
         checkpoint.close(keep=not isinstance(e, Diverged))
         if isinstance(e, Diverged):
             drop_run_checkpoint(out_dir)  # it would diverge again
+            raise diverged(path, e) from None
         raise
     checkpoint.close(keep=False)
     drop_run_checkpoint(out_dir)
@@ -147,8 +157,10 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     input_info = splits.input_info()
     save(result.model, out_dir / WEIGHTS_FILE, config.to_dict(), input_info, trained)
     full = " (train + validation)" if trained["full_train"] else ""
+    again = " --full-train" if trained["full_train"] else ""
+    again += f" --ensemble {len(ensemble) + 1}" if ensemble else ""
     header = [f"Run config as trained by `tune train {trained['source']}`{full}.",
-              f"Train it again:  tune train {out_dir / CONFIG}"]
+              f"Train it again:  tune train {out_dir / CONFIG}{again}"]
     write_text(out_dir / CONFIG, render(config, export.provenance, header, input_of(input_info), ensemble))
     assert result.test_predicted is not None  # fit tests unless told not to
     confusion = confusion_matrix(splits.test.y, result.test_predicted, splits.num_classes)

@@ -91,8 +91,12 @@ def latest_state(store: ArtifactStore, ids: Sequence[str], config: RunConfig,
         except Exception as e:  # torn by a kill mid-write, truncated, unreadable: any of torch's errors
             problems.append(f"{artifact_id} cannot be read ({one_line(e, 120) or type(e).__name__})")
             continue
-        if state.config != config.to_dict() or stamped != dict(stamp or {}):
+        differs = sorted(k for k in {*stamped, *(stamp or {})} if stamped.get(k) != (stamp or {}).get(k))
+        if state.config != config.to_dict():
             problems.append(f"{artifact_id} belongs to another run")
+        elif differs:  # the data, or the device: a CUDA generator's state cannot seed a CPU run
+            problems.append(f"{artifact_id} belongs to another run (" + ", ".join(
+                f"{k} {stamped.get(k)}, here {(stamp or {}).get(k)}" for k in differs) + ")")
         elif not 0 < state.epoch < config.epochs:
             problems.append(f"{artifact_id} is after epoch {state.epoch} of {config.epochs}")
         else:
@@ -111,6 +115,11 @@ def remove_states(store: ArtifactStore, ids: Sequence[str]) -> None:
             store.remove(artifact_id)
         except (ArtifactNotFound, FileNotFoundError):
             continue
+        except OSError as e:  # no permission, a stale network share: the old state stays behind, training goes on
+            if "delete" not in _WARNED:
+                _WARNED.add("delete")
+                print(f"warning: cannot delete the checkpoint {artifact_id}: {one_line(e) or type(e).__name__}",
+                      file=sys.stderr)
 
 
 class StateWriter:
