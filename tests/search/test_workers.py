@@ -260,6 +260,26 @@ def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
                                          "FAIL and queued again with the same params")
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_past_optunas_retry_limit_is_not_said_to_be_queued(storage_url):
+    from tuner.storage import MAX_RETRY
+
+    study = optuna.create_study(study_name="tiny", storage=open_storage(storage_url))
+    trial = study.ask()
+    study._storage.set_trial_system_attr(trial._trial_id, "retry_history", list(range(100, 100 + MAX_RETRY)))
+    dead = SimpleNamespace(pid=424243, exitcode=EXIT_USER_ERROR)
+    trial.set_user_attr("worker", worker_name(dead.pid))
+    budget = Budget(3)
+    assert budget.take()
+    output = io.StringIO()
+    pool = Pool(study, WorkerJob("tiny", storage_url, StudySpec(), ""), [None], budget, Console(file=output))
+    pool._exited(0, dead)
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL]  # nothing queued
+    assert budget.left == 2  # its place in the budget stays spent
+    assert output.getvalue().strip() == (f"worker {worker_name(dead.pid)} exited with code 2; its trial 0 is marked "
+                                         f"FAIL; 1 not queued again: retried {MAX_RETRY} times already")
+
+
 def test_a_single_process_budget_starts_no_resource_tracker():
     """An in-process search counts its trials in a plain counter: no multiprocessing helper process starts."""
     code = ("from multiprocessing import resource_tracker\n"

@@ -25,11 +25,12 @@ import optuna
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
-from tuner.record import WORKER_ATTR
+from tuner.record import RETRY_HISTORY, WORKER_ATTR
 from tuner.search.interrupts import sigterm_as_interrupt
 from tuner.search.progress import PoolProgress
 from tuner.search.trial_loop import Budget, database_error, short_reason, worker_name
 from tuner.search.worker import EXIT_INTERRUPTED, WorkerJob, worker_main
+from tuner.storage import MAX_RETRY
 
 if TYPE_CHECKING:
     from multiprocessing.context import SpawnProcess
@@ -173,12 +174,18 @@ class Pool:
                                soft_wrap=True)
             return []
 
-    def _requeued(self, retried: list[int]) -> str:
-        """The trials of a dead worker, queued again: each retry takes its dead trial's place in the budget."""
+    def _requeued(self, failed: list[int]) -> str:
+        """The trials of a dead worker, queued again (those Optuna's retry limit let through): each retry takes
+        its dead trial's place in the budget."""
+        waiting = self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        retried = [n for n in failed if n in {(t.system_attrs.get(RETRY_HISTORY) or [None])[-1] for t in waiting}]
         for _ in retried:
             self.budget.give_back()
-        self.reaped.update(retried)
-        return " and queued again with the same params"
+        self.reaped.update(failed)
+        if len(retried) == len(failed):
+            return " and queued again with the same params"
+        return (f"; {len(failed) - len(retried)} not queued again: retried {MAX_RETRY} times already"
+                + (f" ({len(retried)} queued again)" if retried else ""))
 
     def _replace(self, slot: int) -> str:
         """After a worker was killed, a new worker takes its slot while work is left (at most one restart per slot
