@@ -236,13 +236,14 @@ def test_a_worker_gives_up_on_a_lost_database_with_one_line(storage_url):
         wait_for_database(storage, ConnectionError("connection refused"), patience=2)
 
 
-@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
-def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
-    """Exit 2 (it lost the database): its RUNNING trial is failed and queued again with the same params at once,
-    its ticket goes back into the budget, and the run ends with an error; the other workers go on."""
+def worker_died(storage_url: str, system_attrs: dict | None = None):
+    """A pool whose worker exited with code 2 while running trial 0 (with `system_attrs`), budget 3 with one taken:
+    (study, the dead process, budget, pool, what the pool printed)."""
     study = optuna.create_study(study_name="tiny", storage=open_storage(storage_url))
     trial = study.ask()
     trial.suggest_float("x", 0.0, 1.0)
+    for key, value in (system_attrs or {}).items():
+        study._storage.set_trial_system_attr(trial._trial_id, key, value)
     dead = SimpleNamespace(pid=424242, exitcode=EXIT_USER_ERROR)
     trial.set_user_attr("worker", worker_name(dead.pid))
     budget = Budget(3)
@@ -250,6 +251,14 @@ def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
     output = io.StringIO()
     pool = Pool(study, WorkerJob("tiny", storage_url, StudySpec(), ""), [None], budget, Console(file=output))
     pool._exited(0, dead)
+    return study, dead, budget, pool, output
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
+    """Exit 2 (it lost the database): its RUNNING trial is failed and queued again with the same params at once,
+    its ticket goes back into the budget, and the run ends with an error; the other workers go on."""
+    study, dead, budget, pool, output = worker_died(storage_url)
 
     failed, retry = study.get_trials(deepcopy=False)
     assert failed.state == TrialState.FAIL and retry.state == TrialState.WAITING
@@ -264,16 +273,7 @@ def test_a_worker_that_exits_with_an_error_has_its_trial_retried(storage_url):
 def test_a_trial_past_optunas_retry_limit_is_not_said_to_be_queued(storage_url):
     from tuner.storage import MAX_RETRY
 
-    study = optuna.create_study(study_name="tiny", storage=open_storage(storage_url))
-    trial = study.ask()
-    study._storage.set_trial_system_attr(trial._trial_id, "retry_history", list(range(100, 100 + MAX_RETRY)))
-    dead = SimpleNamespace(pid=424243, exitcode=EXIT_USER_ERROR)
-    trial.set_user_attr("worker", worker_name(dead.pid))
-    budget = Budget(3)
-    assert budget.take()
-    output = io.StringIO()
-    pool = Pool(study, WorkerJob("tiny", storage_url, StudySpec(), ""), [None], budget, Console(file=output))
-    pool._exited(0, dead)
+    study, dead, budget, pool, output = worker_died(storage_url, {"retry_history": list(range(100, 100 + MAX_RETRY))})
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.FAIL]  # nothing queued
     assert budget.left == 2  # its place in the budget stays spent
     assert output.getvalue().strip() == (f"worker {worker_name(dead.pid)} exited with code 2; its trial 0 is marked "
