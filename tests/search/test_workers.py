@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import optuna
 import pytest
@@ -244,7 +244,7 @@ def worker_died(storage_url: str, system_attrs: dict | None = None):
     trial.suggest_float("x", 0.0, 1.0)
     for key, value in (system_attrs or {}).items():
         study._storage.set_trial_system_attr(trial._trial_id, key, value)
-    dead = SimpleNamespace(pid=424242, exitcode=EXIT_USER_ERROR)
+    dead: Any = SimpleNamespace(pid=424242, exitcode=EXIT_USER_ERROR)  # stands in for the worker's process
     trial.set_user_attr("worker", worker_name(dead.pid))
     budget = Budget(3)
     assert budget.take()
