@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import signal
 import urllib.error
 import urllib.request
 import uuid
@@ -17,6 +18,10 @@ from click.testing import CliRunner, Result
 from tuner.cli import main
 from tuner.datasets.sample import folder as sample_folder
 from tuner.testing import write_idx_dataset
+
+# Tests send Ctrl-C (SIGINT) to tune processes they start. A suite launched in the background (`cmd &`, nohup)
+# inherits SIGINT ignored, and so would those processes; with a handler here they start with the default again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 POSTGRES_ADMIN_URL = os.environ.get("TUNE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
