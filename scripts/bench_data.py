@@ -55,11 +55,11 @@ def dataloader_epoch(root: Path, size: int, workers: int, batch_size: int) -> in
 def tune_first_load(root: Path, size: int) -> int:
     from tuner.datasets import cache, folder
 
-    for stale in cache.cache_dir().glob("*.safetensors"):
+    for stale in cache.cache_dir().glob("*.images"):
         stale.unlink()
-    tensors, _, fresh = folder.cached(root, size)
+    store, fresh = folder.cached(root, size)
     assert not fresh
-    return len(tensors["y"])
+    return len(store.y)
 
 
 def tune_cached_load(root: Path, size: int) -> int:

@@ -231,40 +231,83 @@ def anytime(args: argparse.Namespace, arms: dict[str, list[str]], work: Path, en
     print(f"\nWrote {out / 'quality.json'} and {out / 'quality.png'}")
 
 
-def production(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
-    rows = []
-    for seed in args.seeds:
-        name = f"production-{seed}"
-        flags = ["--spec", str(Path(args.spec).resolve())] if args.spec else []
-        storage, _, within = search(flags, args.production, seed, args.data_dir, work, name, env, args.cpu_clock)
-        best = work / f"{name}.yaml"
-        tune("export", name, "--storage", storage, "-o", best, env=env)
-        import optuna
+def resplit(source: Path, seed: int, out: Path) -> Path:
+    """The images of `source` (a FashionMNIST folder in torchvision's raw layout: train and test pooled) split anew
+    into train and test of the same sizes, stratified by class, shuffled with `seed`: a second split on which to
+    check a default chosen on the first. Returns the data dir to pass to tune."""
+    import numpy as np
 
-        study = optuna.load_study(study_name=name, storage=storage)
-        trials = study.get_trials(deepcopy=False)[:within]
-        row: dict[str, Any] = {"seed": seed, "trials": len(trials),
-                               "pruned": sum(t.state.name == "PRUNED" for t in trials),
-                               "best_value": study.best_value, "best_params": study.best_trial.params}
-        runs: list[tuple[str, list[Any]]] = [("full_train", []), (f"ensemble_{args.ensemble}", ["--ensemble",
-                                                                                               args.ensemble])]
-        if args.train_epochs:
-            runs += [(f"{label}_epochs_{args.train_epochs}", [*extra, "--epochs", args.train_epochs])
-                     for label, extra in runs]
-        for label, extra in runs:
-            out = work / f"{name}-{label}"
-            try:
-                tune("train", best, "--full-train", "--device", "cpu", "--data-dir", args.data_dir, "--out", out,
-                     *extra, env=env)
-            except Failed as e:  # an ensemble of more configs than the search completed, say
-                row[label] = None
-                row.setdefault("errors", []).append(str(e).splitlines()[-1])
-                continue
-            metrics = json.loads((out / "metrics.json").read_text())
-            row[label] = metrics["test_accuracy"]
-            row.setdefault("trial_test_accuracy", metrics["trial_test_accuracy"])
-        rows.append(row)
-        print(json.dumps(row), flush=True)
+    raw = source / "FashionMNIST" / "raw"
+
+    def read(name: str, header: int) -> tuple[bytes, Any]:
+        data = (raw / name).read_bytes()
+        return data[:header], np.frombuffer(data, dtype=np.uint8, offset=header)
+
+    images, labels = {}, {}
+    for part in ("train", "t10k"):
+        head, pixels = read(f"{part}-images-idx3-ubyte", 16)
+        _, labels[part] = read(f"{part}-labels-idx1-ubyte", 8)
+        images[part] = pixels.reshape(len(labels[part]), -1)
+    x, y = np.concatenate([images["train"], images["t10k"]]), np.concatenate([labels["train"], labels["t10k"]])
+    test_share = len(labels["t10k"]) / len(y)
+    rng = np.random.default_rng(seed)
+    test = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:round(test_share * int((y == c).sum()))]
+                           for c in np.unique(y)])
+    train = np.setdiff1d(np.arange(len(y)), test)
+    rng.shuffle(train)
+    rng.shuffle(test)
+    target = out / f"resplit-{seed}" / "FashionMNIST" / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for part, index in (("train", train), ("t10k", test)):
+        count = len(index).to_bytes(4, "big")
+        (target / f"{part}-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + count + (28).to_bytes(4, "big") * 2
+                                                          + x[index].tobytes())
+        (target / f"{part}-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x01" + count + y[index].tobytes())
+    print(f"resplit {seed}: {len(train)} train / {len(test)} test images of {source}", flush=True)
+    return target.parents[1]
+
+
+def production_run(args: argparse.Namespace, seed: int, work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One seed of production mode: the search, its export, then the production runs; a row of results."""
+    name = f"production-{seed}"
+    flags = ["--spec", str(Path(args.spec).resolve())] if args.spec else []
+    flags += ["--dataset", str(Path(args.dataset).resolve())] if args.dataset else []  # a folder of images
+    storage, _, within = search(flags, args.production, seed, args.data_dir, work, name, env, args.cpu_clock)
+    best = work / f"{name}.yaml"
+    tune("export", name, "--storage", storage, "-o", best, env=env)
+    import optuna
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    trials = study.get_trials(deepcopy=False)[:within]
+    row: dict[str, Any] = {"seed": seed, "trials": len(trials),
+                           "pruned": sum(t.state.name == "PRUNED" for t in trials),
+                           "stuck": sum(t.user_attrs.get("reason", "").startswith(("stuck", "not learning"))
+                                        for t in trials),
+                           "best_value": study.best_value, "best_params": study.best_trial.params}
+    runs: list[tuple[str, list[Any]]] = [("full_train", [])]
+    runs += [(f"ensemble_{args.ensemble}", ["--ensemble", args.ensemble])] if args.ensemble else []  # 0: none
+    if args.train_epochs:
+        runs += [(f"{label}_epochs_{args.train_epochs}", [*extra, "--epochs", args.train_epochs])
+                 for label, extra in runs]
+    for label, extra in runs:
+        out = work / f"{name}-{label}"
+        try:
+            tune("train", best, "--full-train", "--device", "cpu", "--data-dir", args.data_dir, "--out", out,
+                 *extra, env=env)
+        except Failed as e:  # an ensemble of more configs than the search completed, say
+            row[label] = None
+            row.setdefault("errors", []).append(str(e).splitlines()[-1])
+            continue
+        metrics = json.loads((out / "metrics.json").read_text())
+        row[label] = metrics["test_accuracy"]
+        row.setdefault("trial_test_accuracy", metrics["trial_test_accuracy"])
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def production(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        rows = list(pool.map(lambda seed: production_run(args, seed, work, env), args.seeds))
     for key in rows[0]:
         if key.startswith(("trial_test", "full_train", "ensemble")):
             known = [r[key] for r in rows if r.get(key) is not None]
@@ -281,18 +324,25 @@ def main() -> None:
                         help="also search the spec FILE (TPE, median pruner unless it says otherwise)")
     parser.add_argument("--production", type=float, metavar="SECONDS",
                         help="instead: SECONDS of default search, then tune train --full-train (and --ensemble)")
-    parser.add_argument("--ensemble", type=int, default=3)
+    parser.add_argument("--ensemble", type=int, default=3, help="production mode: members of the ensemble run (0: no "
+                        "ensemble run)")
     parser.add_argument("--train-epochs", type=int, metavar="N",
                         help="production mode: also train each with --epochs N (the schedule stretched)")
     parser.add_argument("--spec", help="production mode: search this spec instead of the default study")
+    parser.add_argument("--dataset", help="production mode: search this folder of images (its default study)")
     parser.add_argument("--cpu-clock", action="store_true",
                         help="budgets in CPU seconds of the tune process on one torch thread, not wall seconds: "
                              "figures that hold on a machine other jobs load (a quiet one with two threads is "
                              "faster)")
     parser.add_argument("--jobs", type=int, default=1,
-                        help="anytime mode with --cpu-clock: run this many searches at once (one core each)")
+                        help="with --cpu-clock: run this many searches (or production seeds) at once, one core each")
+    parser.add_argument("--resplit", type=int, metavar="SEED",
+                        help="search a new stratified split of --data-dir's images (train and test pooled, same "
+                             "sizes), shuffled with SEED: a second split to check a default on")
     parser.add_argument("--out", default="quality")
     args = parser.parse_args()
+    if args.resplit is not None:
+        args.data_dir = resplit(args.data_dir, args.resplit, Path(tempfile.mkdtemp(prefix="tune-resplit-")))
     if args.jobs > 1 and not args.cpu_clock:
         parser.error("--jobs above 1 needs --cpu-clock: searches sharing the cores would measure each other")
     arms = {arm: ARMS[arm] for arm in args.arms}

@@ -151,7 +151,7 @@ def augment_cost(config: RunConfig, splits: Splits, device: torch.device, repeat
             synchronize(device)
             started = time.perf_counter()
             for start in range(0, len(splits.train), config.batch_size):
-                apply(splits.train.x[start:start + config.batch_size])
+                apply(splits.train.take(slice(start, start + config.batch_size))[0])
             synchronize(device)
             seconds.append(time.perf_counter() - started)
         out[kind] = round(statistics.median(seconds), 4)

@@ -32,6 +32,7 @@ SECONDS_ATTR = "train_seconds"  # seconds `fit` took
 REASON = "reason"  # why it was pruned for divergence or failed (out of memory, interrupted)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"  # the REASON of a trial stopped by the user; resumes redo it
 WEIGHTS_ERROR = "weights_error"  # why its weights could not be kept
+WEIGHTS_FILE = "model.safetensors"  # the file name of kept weights in the artifact store (and of run folders)
 WORKER_ATTR = "worker"  # "host:pid" of the process that runs it
 GPU_ATTR = "gpu"  # the GPU it ran on, when its worker was pinned to one
 RUN_ATTR = "run"  # the invocation that ran it: {"id": ..., "trials": its --trials}, for `tune status`
@@ -41,6 +42,10 @@ WARM_FROM_ATTR = "warm_start_from"  # a trial queued or copied by --warm-start: 
 # Study user attrs (long studies)
 STOPPED_ATTR = "stopped_when_flat"  # why --stop-when-flat ended a search: {"reason": ..., "trials": N, "at": ...}
 WARM_START_ATTR = "warm_start"  # the study it was warm-started from: {"study", "storage", "queued", "added"}
+# Deployment constraints (tuner.search.constraints)
+DEPLOY_ATTR = "deployment"  # trial: its model measured before training (tuner.ship.latency.Measurement) and the
+# constraint values {name: (measured - limit) / limit, > 0 infeasible}; also as Optuna constraints
+LATENCY_CACHE = "tune:latency:"  # study: + an architecture key: its Measurement, shared by every worker
 # Trial system attrs
 CHECKPOINT_ATTR = "tune:checkpoint"  # the artifact ids of its checkpoint; a retry inherits them (tuner.search)
 RETRY_OF = "failed_trial"  # Optuna's: the number of the trial a retry retries (the first of the line)

@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from tuner.errors import TuneError
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
     from sqlalchemy.engine import URL
 
     from tuner.spec import StudySpec
@@ -213,19 +214,36 @@ def find_study(name: str, storage: optuna.storages.BaseStorage, **kwargs: Any) -
 
 def create_study(name: str, spec: StudySpec, storage: optuna.storages.BaseStorage,
                  sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> optuna.Study:
-    """Study `name` for `spec` (load_if_exists: another invocation may have created it meanwhile), its metric
-    named so that optuna-dashboard labels its axes with it, not "Objective 0". The spec is the caller's to record
+    """Study `name` for `spec` (load_if_exists: another invocation may have created it meanwhile), one direction
+    per objective (the metric's; then latency and size minimized, with `objectives`), its objectives named so that
+    optuna-dashboard labels its axes with them, not "Objective 0". The spec is the caller's to record
     (tuner.record.record_spec)."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction=spec.direction, load_if_exists=True)
+                                directions=spec.directions, load_if_exists=True)
     check_direction(study, spec)
     if not study.metric_names:
-        study.set_metric_names([f"val_{spec.metric}"])
+        study.set_metric_names(spec.metric_names)
     return study
 
 
 def check_direction(study: optuna.Study, spec: StudySpec) -> None:
-    """A study runs one direction: a spec whose metric goes the other way is refused."""
-    if study.direction.name.lower() != spec.direction:
-        raise TuneError(f"study {study.study_name!r} is a {study.direction.name.lower()} study but the spec's metric "
-                        f"{spec.metric!r} is to {spec.direction}: use the study's own spec or a new --study name")
+    """A study runs its directions: a spec whose metric goes the other way, or with other objectives, is refused."""
+    directions = [d.name.lower() for d in study.directions]
+    if directions != spec.directions:
+        raise TuneError(f"study {study.study_name!r} is a {','.join(directions)} study but the spec's objectives "
+                        f"{','.join(spec.metric_names)} are to {','.join(spec.directions)}: use the study's own spec "
+                        "or a new --study name")
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    return len(study.directions) > 1
+
+
+def first_value(trial: FrozenTrial) -> float | None:
+    """The trial's value of its study's first objective, the metric (a single-objective study's only value)."""
+    return trial.values[0] if trial.values else None
+
+
+def maximizes(study: optuna.Study) -> bool:
+    """Whether the study's first objective, the metric, is maximized."""
+    return study.directions[0] == optuna.study.StudyDirection.MAXIMIZE

@@ -22,6 +22,7 @@ from tuner.augment import Augment
 from tuner.datasets import Images, Splits
 from tuner.errors import TuneError
 from tuner.models import build_model
+from tuner.models.hubs import parameter_groups
 from tuner.spec import RunConfig
 from tuner.spec.params import BATCH_SCHEDULERS
 
@@ -53,7 +54,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def make_optimizer(config: RunConfig, params: Iterable[torch.Tensor], device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(config: RunConfig, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+                   device: torch.device) -> torch.optim.Optimizer:
     kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": config.weight_decay}
     if device.type == "cuda" and config.optimizer in FUSED_OPTIMIZERS:
         kwargs["fused"] = True
@@ -70,27 +72,38 @@ def make_optimizer(config: RunConfig, params: Iterable[torch.Tensor], device: to
 def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer,
                    batches: int = 1) -> torch.optim.lr_scheduler.LRScheduler:
     """The learning-rate schedule of a run of `config.epochs` epochs of `batches` batches: exponential and step are
-    stepped after each epoch, cosine and onecycle after each batch (`per_batch`); `none` keeps the rate constant.
+    stepped after each epoch, exp-warmup, cosine and onecycle after each batch (`per_batch`); `none` keeps the rate
+    constant.
 
+    exp-warmup: a linear warm-up over the first `warmup` share of the batches, then the rate multiplied by `gamma`
+    per epoch, a little after every batch (it ends at lr * gamma ** (epochs * (1 - warmup))).
     cosine: a linear warm-up over the first `warmup` share of the batches, then a half cosine down to 0.
     onecycle: torch's OneCycleLR (up from lr/25 over the `warmup` share, then down to lr/2.5e5), cycling Adam's
-    beta1 (0.95 -> 0.85 -> 0.95); the momentum of SGD and RMSprop stays the searched one."""
+    beta1 (0.95 -> 0.85 -> 0.95); the momentum of SGD and RMSprop stays the searched one.
+    onecycle-gamma: the same, down to lr * gamma ** epochs instead (gamma: the mean decay per epoch)."""
     total = max(1, batches * config.epochs)
-    if config.scheduler == "cosine":
-        warm = round(config.warmup * total)
+    warm = round(config.warmup * total)
+    if config.scheduler in ("cosine", "exp-warmup"):
+        per_epoch = max(1, batches)
+        cosine = config.scheduler == "cosine"
 
         def factor(step: int) -> float:  # the lr of batch `step` (0-based), relative to `lr`
             if step < warm:
                 return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            if cosine:
+                return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+            return float(config.gamma ** ((step - warm) / per_epoch))
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-    if config.scheduler == "onecycle":
+    if config.scheduler in ("onecycle", "onecycle-gamma"):
         share = config.warmup
         if abs(share * total - 1) < 1e-9:  # OneCycleLR divides by zero when the warm-up ends on the first batch
             share *= 1.001
+        # onecycle-gamma ends at lr * gamma ** epochs: OneCycleLR's last lr is (lr / div_factor) / final_div_factor
+        final = 1e4 if config.scheduler == "onecycle" else 1 / (25 * config.gamma ** config.epochs)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=share,
-                                                   cycle_momentum="betas" in optimizer.defaults)
+                                                   cycle_momentum="betas" in optimizer.defaults,
+                                                   final_div_factor=final)
     if config.scheduler == "exponential":
         return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.gamma)
     if config.scheduler == "step":
@@ -113,25 +126,24 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images, batch_size: int,
                 generator: torch.Generator, augment: Augment | None = None,
                 label_smoothing: float = 0.0, on_batch: Callable[[int, int], None] | None = None,
-                schedule: torch.optim.lr_scheduler.LRScheduler | None = None) -> torch.Tensor:
+                schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
+                class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """One pass over `data` in a seeded random order, each batch augmented on the device when `augment` is on;
-    returns the summed (smoothed) loss, still on the device. `on_batch(done, batches)` hears the progress as the
-    epoch starts and then every BATCH_REPORT_SECONDS, timed on the host clock (never a device sync). `schedule`
-    (a per-batch one) is stepped after each batch: host arithmetic only."""
+    returns the summed (smoothed, `class_weight`-weighted) loss, still on the device. `on_batch(done, batches)`
+    hears the progress as the epoch starts and then every BATCH_REPORT_SECONDS, timed on the host clock (never a
+    device sync). `schedule` (a per-batch one) is stepped after each batch: host arithmetic only."""
     model.train()
     device = data.compute_device
-    order = torch.randperm(len(data), device=device, generator=generator)
     loss_sum = torch.zeros((), device=device)
     batches, reported = -(-len(data) // batch_size), -math.inf
-    for done, start in enumerate(range(0, len(order), batch_size)):
+    for done, (x, y) in enumerate(data.batches(batch_size, generator)):
         if on_batch is not None and time.monotonic() - reported >= BATCH_REPORT_SECONDS:
             reported = time.monotonic()
             on_batch(done, batches)
-        x, y = data.take(order[start:start + batch_size])
         if augment:
             x = augment(x, generator)
         with _autocast(device):
-            loss = nn.functional.cross_entropy(model(x), y, label_smoothing=label_smoothing)
+            loss = nn.functional.cross_entropy(model(x), y, class_weight, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -142,28 +154,43 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, data: Images) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of `model` on `data`, with one host sync at the end."""
+def evaluate(model: nn.Module, data: Images, num_classes: int = 0) -> tuple[float, float, dict[str, float]]:
+    """(accuracy, mean cross-entropy, class-balanced scores) of `model` on `data`, with one host sync at the end.
+    The scores (balanced_accuracy, macro_f1) come from the confusion matrix of `num_classes` classes (0: none)."""
     model.eval()
     device = data.compute_device
     correct = torch.zeros((), device=device, dtype=torch.int64)
     loss_sum = torch.zeros((), device=device)
-    for start in range(0, len(data), EVAL_BATCH):
-        x, y = data.take(slice(start, start + EVAL_BATCH))
+    confusion = torch.zeros(num_classes * num_classes, device=device, dtype=torch.int64)
+    for x, y in data.batches(EVAL_BATCH):
         with _autocast(device):
             logits = model(x)
-        correct += (logits.argmax(1) == y).sum()
+        predicted = logits.argmax(1)
+        correct += (predicted == y).sum()
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        if num_classes:
+            confusion += torch.bincount(y * num_classes + predicted, minlength=num_classes * num_classes)
     correct_count, loss_total = correct.item(), loss_sum.item()
-    return correct_count / len(data), loss_total / len(data)
+    scores = class_scores(confusion.view(num_classes, num_classes).cpu()) if num_classes else {}
+    return correct_count / len(data), loss_total / len(data), scores
+
+
+def class_scores(confusion: torch.Tensor) -> dict[str, float]:
+    """balanced_accuracy (the mean of the per-class recalls) and macro_f1 (the mean of the per-class F1 scores)
+    of a confusion matrix (rows: true class, columns: predicted), over the classes present."""
+    confusion = confusion.double()
+    hits, actual, predicted = confusion.diag(), confusion.sum(1), confusion.sum(0)
+    present = actual > 0
+    recall = hits[present] / actual[present]
+    f1 = 2 * hits[present] / (actual[present] + predicted[present])
+    return {"balanced_accuracy": float(recall.mean()), "macro_f1": float(f1.mean())}
 
 
 @torch.inference_mode()
 def predictions(model: nn.Module, data: Images) -> torch.Tensor:
     """The class `model` predicts for each image of `data`, in full precision, on the CPU (one host sync)."""
     model.eval()
-    parts = [model(data.take(slice(start, start + EVAL_BATCH))[0]).argmax(1)
-             for start in range(0, len(data), EVAL_BATCH)]
+    parts = [model(x).argmax(1) for x, _ in data.batches(EVAL_BATCH)]
     return torch.cat(parts).cpu()
 
 
@@ -177,7 +204,11 @@ class Epoch:
     val_loss: float
     seconds: float
 
+    val_scores: dict[str, float] = field(default_factory=dict)  # balanced_accuracy, macro_f1
+
     def metric(self, name: str) -> float:
+        if name in self.val_scores:
+            return self.val_scores[name]
         return self.val_accuracy if name == "accuracy" else self.val_loss
 
 
@@ -233,6 +264,12 @@ def _restore(state: TrainState, config: RunConfig, model: nn.Module, optimizer: 
     return list(state.history)
 
 
+def balancing_weights(labels: torch.Tensor, num_classes: int, device: torch.device) -> torch.Tensor:
+    """Loss weights that make each class count the same: inversely proportional to its training images, mean 1."""
+    counts = torch.bincount(labels.cpu(), minlength=num_classes).double().clamp(min=1)
+    return (counts.sum() / (num_classes * counts)).float().to(device)
+
+
 def has_convolutions(model: nn.Module) -> bool:
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
 
@@ -268,11 +305,13 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     model = model.to(device)
     if device.type == "cuda" and has_convolutions(model):
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model.parameters(), device)
+    optimizer = make_optimizer(config, parameter_groups(model, config.lr, config.backbone_lr if config.pretrained
+                                                        else 1.0), device)
     scheduler = make_scheduler(config, optimizer, -(-len(splits.train) // config.batch_size))
     batch_schedule = scheduler if per_batch(config) else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    augment = Augment(config.flip, config.translate)
+    augment = Augment(config.flip, config.translate, config.crop, config.jitter)
+    class_weight = balancing_weights(splits.train.y, splits.num_classes, device) if config.class_weights else None
     result = FitResult(model)
     if resume is not None:
         result.history = _restore(resume, config, model, optimizer, scheduler, generator)
@@ -283,14 +322,14 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
         epoch_start = time.perf_counter()
         batch_hook = None if on_batch is None else functools.partial(on_batch, epoch)
         loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator, augment,
-                               config.label_smoothing, batch_hook, batch_schedule)
+                               config.label_smoothing, batch_hook, batch_schedule, class_weight)
         if batch_schedule is None:
             scheduler.step()
         train_loss = loss_sum.item() / len(splits.train)
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
-        val_accuracy, val_loss = evaluate(run_model, splits.val)
-        record = Epoch(epoch, train_loss, val_accuracy, val_loss, time.perf_counter() - epoch_start)
+        val_accuracy, val_loss, scores = evaluate(run_model, splits.val, splits.num_classes)
+        record = Epoch(epoch, train_loss, val_accuracy, val_loss, time.perf_counter() - epoch_start, scores)
         result.history.append(record)
         if on_epoch is not None:
             on_epoch(record)

@@ -315,12 +315,13 @@ def test_resuming_after_the_folder_changed_warns(cli, tmp_path, storage_url):
 def test_workers_read_the_cache_the_parent_built(cli, tmp_path, storage_url):
     root = write_class_folders(tmp_path / "colors", per_class=6, size=(12, 12))
     assert cli("data", root).exit_code == 0
-    cache = next(image_cache.cache_dir().glob("*.safetensors"))
+    cache = next(image_cache.cache_dir().glob("*.images"))
     built = cache.stat().st_mtime_ns
     result = cli("start", "--dataset", root, "--study", "pool", "--trials", 2, "--epochs", 1, "--workers", 2,
                  "--storage", storage_url, "--keep-top", 0)
     assert result.exit_code == 0, result.output
-    assert cache.stat().st_mtime_ns == built and len(list(image_cache.cache_dir().glob("*"))) == 1
+    assert cache.stat().st_mtime_ns == built and len(list(image_cache.cache_dir().glob("*.images"))) == 1
+    assert not list(image_cache.cache_dir().glob("*.partial"))
     study = optuna.load_study(study_name="pool", storage=storage_url)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
 

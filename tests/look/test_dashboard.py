@@ -245,6 +245,15 @@ def test_serves_until_ctrl_c_then_exits_cleanly(study_db, tmp_path):
     assert "Traceback" not in err and err.splitlines()[-1] == "Dashboard stopped."
 
 
+def test_the_dashboard_serves_weights_without_torch_so_it_exits_when_it_says_stopped(study_db, tmp_path):
+    """Tearing torch down took the process seconds after "Dashboard stopped."; the dashboard only serves files."""
+    code = ("import sys; from tuner.look.dashboard import make_app; make_app(sys.argv[1]); "
+            "print('torch' in sys.modules)")
+    loaded = subprocess.run([sys.executable, "-c", code, study_db], env=isolated_env(tmp_path), capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert loaded.stdout == "False\n"
+
+
 def test_open_shows_the_printed_url_in_a_browser(cli, study_db, monkeypatch):
     import webbrowser
 

@@ -153,9 +153,9 @@ def test_show_explains_missing_importances_and_best(storage_url):
     add_trial(study, value=0.7, lr=0.001)  # from 2 completed trials, as in optuna-dashboard, saying they are rough
     detail = json.loads(invoke("show", "fmnist", "--storage", storage_url, "--format", "json").stdout)
     assert set(detail["importances"]) == {"lr"}
-    assert detail["importances_note"] == ("rough: from 2 completed trials (steadier from 10); not varied: batch_size, "
+    assert detail["importances_note"] == ("rough: from 2 completed trials, steadier from 10; not varied: batch_size, "
                                           "optimizer")
-    assert "(rough: from 2 completed trials (steadier from 10)" in invoke("show", "fmnist", "--storage",
+    assert "(rough: from 2 completed trials, steadier from 10; " in invoke("show", "fmnist", "--storage",
                                                                           storage_url).stdout
 
 
@@ -244,6 +244,7 @@ def test_best_in_every_format(study, storage_url):
     assert len(rows) == 1 and rows[0]["number"] == "11"
     table = invoke("best", "fmnist", "--storage", storage_url).stdout
     assert "test accuracy" in table and "0.765" in table
+    assert table.splitlines()[0] == "Best trial of fmnist"  # on one line, not wrapped to the table's width
 
 
 def test_best_without_completed_trials_is_one_line(storage_url):

@@ -56,8 +56,33 @@ def test_a_dataset_the_user_named_is_still_the_one_line_error(cli, fresh_machine
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: fashion-mnist is not in "), result.output
     assert "could not be downloaded (" in lines[0] and "network is unreachable" in lines[0]
-    assert "sample" not in lines[0]
+    assert lines[0].endswith("; or search the sample bundled with tune: --dataset fashion-mnist-sample")
     assert study_names() == []
+
+
+def test_a_study_name_with_a_typo_is_said_with_the_closest_name_before_the_offline_error(cli, fresh_machine,
+                                                                                          storage_url):
+    for name in ("wind", "weather", "fashion-mnist-sample"):
+        optuna.create_study(study_name=name, storage=open_storage(storage_url))
+    result = cli("start", "--study", "weathr", "--storage", storage_url, "--trials", 1)
+    assert result.exit_code == 2
+    said, error = result.stderr.splitlines()
+    assert said == (f"no study named 'weathr' in {storage_url} (studies: weather, fashion-mnist-sample, wind): "
+                    "starting a new one; did you mean --study weather?")
+    assert error.startswith(f"Error: fashion-mnist is not in {fresh_machine / 'data'} and could not be downloaded (")
+    assert error.endswith("or pass --data-dir DIR that holds them; or search the sample bundled with tune: "
+                          "--dataset fashion-mnist-sample")
+    assert sorted(s.study_name for s in optuna.get_all_study_summaries(storage_url)) == [
+        "fashion-mnist-sample", "weather", "wind"]  # nothing was created
+
+
+def test_a_new_name_with_nothing_close_lists_the_studies_without_a_guess(cli, fresh_machine, storage_url):
+    optuna.create_study(study_name="weather", storage=open_storage(storage_url))
+    result = cli("start", "--study", "photos", "--storage", storage_url, "--dataset", "fashion-mnist-sample",
+                 "--trials", 1, "--epochs", 1, "--keep-top", 0)
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0] == (f"no study named 'photos' in {storage_url} (studies: weather): starting "
+                                             "a new one")
 
 
 def test_the_sample_needs_no_network_for_start_or_a_worker_joining_it(cli, fresh_machine):
@@ -83,3 +108,10 @@ def test_a_study_whose_data_directory_lost_its_files_is_the_one_line_error(cli, 
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith(f"Error: fashion-mnist is not in {copy} and could not be downloaded (")
     assert study_names() == ["fashion-mnist"]
+
+
+def test_the_help_names_the_study_an_offline_first_run_creates(cli):
+    text = cli("--help").output
+    assert "(offline: the bundled sample, study fashion-mnist-sample)" in text
+    assert "tune show NAME   (NAME: the study tune start named)" in text
+    assert "tune show fashion-mnist" not in text

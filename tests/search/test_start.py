@@ -129,6 +129,7 @@ def test_ctrl_c_fails_the_running_trial_and_the_study_resumes(cli, tiny_spec, da
     assert result.exit_code == 130
     assert ("Interrupted: the running trial is marked FAIL and queued again, to go on from the last epoch saved. "
             "Resume with: tune start --study tiny") in result.output
+    assert "Stopped: interrupted (Ctrl-C or SIGTERM) after 1 of 5 trials" in result.output.splitlines()
     states = [t.state for t in trials_of(storage_url)]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]  # the interrupted one, queued again
     monkeypatch.setattr(tuner.search.objective, "fit", real_fit)
@@ -214,8 +215,9 @@ def test_done_when_real_images(cli, mini_data_dir, storage_url):
     assert any(t.state == TrialState.PRUNED for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert max(t.value for t in complete) >= 0.75
+    for trial in trials:  # the four values of the product's definition, in every trial, pruned ones included
+        assert {"optimizer", "lr", "batch_size", "gamma", "model.width"} <= set(trial.params)
     for trial in complete:
-        assert {"optimizer", "lr", "batch_size", "scheduler", "model.width"} <= set(trial.params)
         assert 0 < trial.user_attrs["test_accuracy"] <= 1
 
 

@@ -3,7 +3,9 @@ many trials as it took to find it; the summary, the live bar and `tune status` s
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from datetime import datetime, timedelta
 
 import optuna
@@ -57,7 +59,8 @@ def test_a_best_found_early_is_given_as_many_trials_again_and_at_least_twenty():
         assert stop.check(late) is None
     late.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.6))
     reason = stop.check(late)
-    assert reason is not None and reason.startswith("flat: no trial beat trial 29's 0.8000 by more than 0.0249")
+    assert reason is not None and reason.startswith("flat: no trial beat the best, trial 29 (0.8000), by more than "
+                                                    "0.0249")
     assert "in the 31 trials since; it took 30 to get there" in reason
 
     early = FlatStop("accuracy", 258)
@@ -78,8 +81,11 @@ def test_trials_a_warm_start_copied_in_set_the_bar_but_are_not_tries():
     assert stop.check(study) is None
     study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.86))
     reason = stop.check(study)
-    assert reason is not None and reason.startswith("flat: no trial beat trial 24's 0.8500 by more than")
-    assert reason.endswith("in the 21 trials since; it came with the warm start (the search stops after 20 more)")
+    # the best is the first 0.86, within the noise of the warm start's 0.85: the line starts from it
+    assert reason is not None and reason.startswith("flat: the best, trial 60 (0.8600), is within 0.0222 of trial "
+                                                    "24 (0.8500)")
+    assert reason.endswith("no trial beat trial 24 by more in the 21 trials since; it came with the warm start (the "
+                           "search stops after 20 more)")
 
 
 def test_stagnation_counts_trials_and_search_time_since_the_best():
@@ -88,6 +94,16 @@ def test_stagnation_counts_trials_and_search_time_since_the_best():
     assert flat is not None and (flat.trials, flat.seconds) == (3, 180.0)
     assert flat.text() == "no improvement for 3 trials / 3 min"
     assert stagnation(study.trials[:2], study.best_trial) is None
+
+
+def test_stagnation_counts_only_the_time_trials_ran_not_the_idle_time_between_searches():
+    study = study_of([0.5, 0.9, 0.6])
+    late = optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.7)  # a search resumed a day later
+    late.datetime_start = study.trials[-1].datetime_complete + timedelta(days=1)
+    late.datetime_complete = late.datetime_start + timedelta(minutes=2)
+    study.add_trial(late)
+    flat = stagnation(study.trials, study.best_trial)
+    assert flat is not None and flat.text() == "no improvement for 2 trials / 3 min"  # 1 + 2 minutes, not a day
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +124,8 @@ def test_stop_when_flat_ends_the_search_says_why_and_a_resume_respects_it(cli, t
     ran = len(study.trials)
     assert MIN_TRIALS < ran < 200
     (stopped,) = [line for line in result.output.splitlines() if line.startswith("Stopped: ")]
-    assert stopped.startswith("Stopped: flat: no trial beat trial ")
+    best = study.best_trial.number  # the line speaks of the best trial, the one the summary names
+    assert re.match(rf"Stopped: flat: (no trial beat the best|the best), trial {best} ", stopped), stopped
     assert stopped.endswith("--no-stop-when-flat")
     assert "the validation noise (the standard error of accuracy on 40 images)" in stopped
     assert study.user_attrs[STOPPED_ATTR]["trials"] == ran
@@ -127,7 +144,8 @@ def test_stop_when_flat_ends_the_search_says_why_and_a_resume_respects_it(cli, t
     assert "Stopped: flat: " in again.output and len(trials_in(storage_url)) == ran
     more = cli("start", "--study", "tiny", "--trials", 2, "--no-stop-when-flat", *common)
     assert more.exit_code == 0, more.output
-    assert "Stopped:" not in more.output and len(trials_in(storage_url)) == ran + 2
+    assert "Stopped: flat" not in more.output and len(trials_in(storage_url)) == ran + 2
+    assert "Stopped: trials done: 2 of 2 trials ran" in more.output.splitlines()
     study = optuna.load_study(study_name="tiny", storage=open_storage(storage_url))
     assert not study.user_attrs[STOPPED_ATTR]  # the search went on: the old stop no longer describes it
     assert "Stopped:" not in cli("status", "tiny", "--storage", storage_url, "--once").output
@@ -168,3 +186,21 @@ def test_a_pool_stops_asking_for_trials_once_flat(tiny_spec, data_dir, storage_u
     assert len(trials) < 300 and all(t.state.is_finished() for t in trials)
     shape = plateau(trials, session.study.direction, lambda v: accuracy_noise(v, 50))
     assert shape is not None and shape.since > shape.patience
+
+
+def test_status_shows_no_flat_stop_while_a_search_runs_again(storage_url):
+    from rich.console import Console
+
+    from tuner.look.status import render, snapshot
+
+    study = optuna.create_study(study_name="tiny", storage=open_storage(storage_url), direction="maximize")
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.8))
+    study.set_user_attr(STOPPED_ATTR, {"reason": "flat: no trial beat the best", "trials": 1, "at": "2026-12-01"})
+    assert snapshot(study).stopped == "flat: no trial beat the best"  # idle: the last search's stop stands
+    study.ask()  # a search running again (with stop_when_flat false, say)
+    shot = snapshot(study)
+    assert shot.stopped is None
+    console = Console(record=True, file=io.StringIO(), width=200)
+    console.print(render(shot))
+    text = console.export_text()
+    assert "Study 'tiny'" in text and "Stopped:" not in text

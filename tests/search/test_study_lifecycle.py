@@ -82,7 +82,10 @@ def test_the_first_line_says_new_or_resumed_with_the_trials_so_far(cli, started,
     typo = cli("start", "--trials", 1, "--spec", tiny_spec, "--study", "tinny", "--data-dir", data_dir,
                "--storage", storage_url, "--device", "cpu")
     assert typo.exit_code == 0, typo.output
-    assert typo.stderr.splitlines()[0] == f"New study tinny in {storage_url}"  # same file: not a new one
+    said = typo.stderr.splitlines()
+    assert said[0] == (f"no study named 'tinny' in {storage_url} (studies: tiny): starting a new one; did you mean "
+                       "--study tiny?")
+    assert f"New study tinny in {storage_url}" in said  # same file: not a new one
 
     best = study_of(storage_url).best_value
     resumed = cli("start", "--trials", 1, *started)

@@ -65,7 +65,7 @@ def test_export_lists_the_best_distinct_configs_after_the_trial(exported):
 def test_ensemble_trains_into_one_model_that_averages_its_members(exported, data_dir, tmp_path):
     result = ok(invoke("train", exported, "--ensemble", 2, "--data-dir", data_dir, "--device", "cpu",
                        "--out", tmp_path / "run"))
-    assert "member 2 of 2: mlp adam lr 0.003 batch 128 cosine, 1 epochs" in result.stderr
+    assert "member 2 of 2: mlp adam lr 0.003 batch 128 cosine, 1 epoch" in result.stderr
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result.stdout.startswith(f"Test accuracy {metrics['test_accuracy']:.4f} of the ensemble of 2 (each alone: ")
     assert [m["trial"] for m in metrics["members"]] == [1, 3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import optuna
@@ -217,12 +218,18 @@ def test_train_epochs_full_train_and_overwrite(data_dir, tmp_path, monkeypatch):
     result = ok(invoke("train", "hand.yaml", "--data-dir", data_dir, "--device", "cpu", "--epochs", 1,
                        "--full-train"))
     assert result.stdout.endswith("Wrote runs/hand/model.safetensors, config.yaml, metrics.json and README.md\n")
+    assert re.match(r"Test accuracy \d\.\d{4} after 1 epoch in ", result.stdout), result.stdout  # not "1 epochs"
     metrics = json.loads(Path("runs/hand/metrics.json").read_text())
     assert metrics["epochs"] == 1 and len(metrics["history"]) == 1 and metrics["full_train"] is True
     assert metrics["threads"] == 1 and torch.get_num_threads() == threads  # the trial's CPU threads, then back
     assert read_export("runs/hand/config.yaml").config == RunConfig(
         dataset="fashion-mnist", model="mlp", epochs=1, validation=0.2, batch_size=128)
     assert "epoch 1/1 train loss" in result.stderr  # a line per epoch when stderr is not a terminal
+    # trained on train + validation: the epoch's score is the test split's, and one line says so
+    assert re.search(r"^epoch 1/1 train loss \d\.\d{4} test acc \d\.\d{4} \(\d+\.\d s\)$", result.stderr, re.M)
+    assert "val acc" not in result.stderr
+    assert ("Training on train + validation (600 images, --full-train); each epoch is scored on the 200 test "
+            "images, which chose nothing") in result.stderr.splitlines()
 
     assert_one_line_error(invoke("train", "hand.yaml", "--data-dir", data_dir, "--device", "cpu"),
                           "runs/hand/model.safetensors exists already: pass --out NEW_DIR, or --overwrite to "
@@ -276,6 +283,31 @@ def test_delete_takes_the_kept_weights_along(tiny_spec, data_dir, storage_url):
     result = ok(invoke("delete", "tiny", "--storage", storage_url, "--yes"))
     assert result.stdout == "Deleted study 'tiny': 1 trial(s) and 1 kept weight file(s).\n"
     assert [p for p in artifacts.rglob("*") if p.is_file()] == []
+
+
+def test_show_says_what_kept_weights_take_and_delete_weights_only_frees_it(tiny_spec, data_dir, storage_url):
+    from tuner.ship.artifacts import artifact_dir_for
+
+    search(tiny_spec, data_dir, storage_url, trials=2)
+    artifacts = artifact_dir_for(storage_url)
+    files = [p for p in artifacts.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    assert len(files) == 2
+    shown = ok(invoke("show", "tiny", "--storage", storage_url)).stdout
+    assert (f"Kept weights: 2 files, {size / 1e6:.1f} MB (the artifact store {artifacts} holds {size / 1e6:.1f} MB "
+            "in all); free them, keeping the trials: tune delete tiny --weights-only") in shown.splitlines()
+
+    asked = invoke("delete", "tiny", "--storage", storage_url, "--weights-only", input="n\n")
+    assert asked.exit_code == 1 and f"Delete the 2 kept weight files of study 'tiny' ({size / 1e6:.1f} MB)? Its " \
+                                    "trials stay. [y/N]" in asked.output
+    result = ok(invoke("delete", "tiny", "--storage", storage_url, "--weights-only", "--yes"))
+    assert result.stdout == (f"Deleted 2 kept weight files of study 'tiny' ({size / 1e6:.1f} MB freed); its 2 "
+                             "trials stay.\n")
+    assert [p for p in artifacts.rglob("*") if p.is_file()] == []
+    assert len(optuna.load_study(study_name="tiny", storage=storage_url).trials) == 2
+    assert "Kept weights" not in ok(invoke("show", "tiny", "--storage", storage_url)).stdout
+    again = ok(invoke("delete", "tiny", "--storage", storage_url, "--weights-only", "--yes"))
+    assert again.stdout == "Study 'tiny' keeps no weights: nothing to delete.\n"
 
 
 def test_weights_that_cannot_be_kept_do_not_stop_the_search(tiny_spec, data_dir, storage_url, tmp_path, monkeypatch):

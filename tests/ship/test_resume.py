@@ -77,6 +77,11 @@ def test_a_killed_run_goes_on_from_its_last_epoch_to_the_same_weights(run_config
     output = finished(train(run_config, data_dir, killed, *again))
     resumed = [line for line in output.splitlines() if line.startswith(f"Resuming the run in {killed} after epoch")]
     assert len(resumed) == 1 and resumed[0].endswith(f"of {EPOCHS}, from its checkpoint")
+    done = int(resumed[0].split("after epoch ")[1].split()[0])
+    epochs = [line for line in output.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == EPOCHS  # each epoch once: those of the checkpoint marked, the rest trained now
+    assert all(line.endswith("(from checkpoint)") for line in epochs[:done])
+    assert not any("from checkpoint" in line for line in epochs[done:])
     assert not (killed / RUN_CHECKPOINT_DIR).exists()
     finished(train(run_config, data_dir, reference))
     same_run(killed, reference)

@@ -23,7 +23,7 @@ def test_default_study_searches_the_four_core_hyperparameters():
     assert set(search["optimizer"].values) >= {"sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam"}
     assert search["lr"] == Range(1e-4, 0.1, log=True)
     assert isinstance(search["batch_size"], Choices)
-    assert search["scheduler"] == Choices(("cosine", "onecycle")) and "gamma" not in search  # gamma: exponential, step
+    assert search["scheduler"] == Fixed("onecycle-gamma") and search["gamma"] == Range(0.3, 0.9)
     assert search["model.width"] == Choices((16, 24, 32))  # bncnn's width
 
 
@@ -68,7 +68,7 @@ def test_toml_spec(tmp_path):
     ({"model": "bncnn", "search": {"model.width": {"low": 8, "high": 64.5}}},
      "search.model.width: model.width of bncnn must be a whole number >= 1, got 64.5"),
     ({"search": {"scheduler": "cosine", "warmup": 0.7}}, "warmup must be <= 0.5, got 0.7"),
-    ({"model": "resnet18"}, "unknown model 'resnet18': use mlp, cnn, convnet, bncnn, torchvision:NAME"),
+    ({"model": "resnet18"}, "unknown model 'resnet18': use mlp, cnn, convnet, bncnn, rescnn, torchvision:NAME"),
     ({"model": "torchvision:"}, "model 'torchvision:' names no torchvision model"),
     ({"search": {"model.2x": [1, 2]}}, "search.model.2x: '2x' is not a keyword argument name"),
     ({"search": {"model.width": {"low": "a", "high": "b"}}}, "search.model.width: a range needs numbers"),

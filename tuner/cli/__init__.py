@@ -21,9 +21,11 @@ def main(debug: bool) -> None:
 
     \b
     Start here:  tune start --trials 100
+                 (offline: the bundled sample, study fashion-mnist-sample)
     Your images: tune data DIR; tune start --dataset DIR
-    Inspect:     tune ls; tune show fashion-mnist
-    Ship:        tune export NAME -o best.yaml; tune train best.yaml; tune predict runs/best IMAGES
+    Inspect:     tune ls; tune show NAME   (NAME: the study tune start named)
+    Ship:        tune export NAME -o best.yaml; tune train best.yaml
+                 tune predict runs/best IMAGES
     """
     from tuner.storage import quiet_optuna
 

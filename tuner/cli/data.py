@@ -22,7 +22,7 @@ def print_report(report: dict[str, Any]) -> None:
     folders = ", ".join(f"{name}/" for name in report["split_folders"].values())
     layout = f"split folders {folders}" if report["layout"] == "splits" else "one folder per class"
     console.print(f"Dataset {report['root']} ({layout})")
-    rule = "default: the median shorter side, at most 224" if report["default_image_size"] else "--image-size"
+    rule = "chosen as tune start chooses it" if report["default_image_size"] else "--image-size"
     channels = "grayscale (1 channel)" if report["channels"] == 1 else "RGB (3 channels)"
     console.print(f"{len(report['classes'])} classes; {channels} images at {report['image_size']}x"
                   f"{report['image_size']} ({rule}; {report['image_size_rule']})")
@@ -35,6 +35,8 @@ def print_report(report: dict[str, Any]) -> None:
         table.add_row(name, *(str(report["splits"][s]["per_class"][name]) for s in splits))
     table.add_row("all", *(str(report["splits"][s]["images"]) for s in splits), style="bold")
     console.print(table)
+    if report.get("image_size_choice"):
+        console.print(report["image_size_choice"][0].upper() + report["image_size_choice"][1:])
     for split, how in report["carved_out"].items():
         console.print(f"No {split}/ folder: {split} is {how}")
     sizes = report["source_sizes"]
@@ -49,6 +51,7 @@ def print_report(report: dict[str, Any]) -> None:
     cache = report["cache"]
     state = "up to date" if cache["fresh"] else f"built now, decoding took {cache['decode_seconds']:.1f} s"
     console.print(f"Cache: {cache['path']} ({state})")
+    console.print(f"On {report['placement']['device']}, {report['placement']['line']}")
     size = "" if report["default_image_size"] else f" --image-size {report['image_size']}"
     console.print(f"Ready: tune start --dataset {shlex.quote(report['root'])}{size}")
 
@@ -62,12 +65,22 @@ def data(directory: str, image_size: int | None, fmt: str) -> None:
     split and class, image sizes and modes, skipped files, and the decoded-image cache (built if missing).
 
     \b
-    Layouts: DIR/<class>/<image>, or DIR/train/<class>/... with optional DIR/val/ (valid/, validation/) and DIR/test/.
+    Layouts: DIR/<class>/<image>, or DIR/train/<class>/... with an optional
+             DIR/val/ (or valid/, validation/) and DIR/test/.
+
+    \b
     Examples:
       tune data ~/photos
       tune data ~/photos --image-size 96 --format json
     """
     from tuner.datasets.report import folder_report
+    from tuner.search.photos import with_photo_size
+    from tuner.spec.study import default_spec
+    from tuner.train import resolve_device
 
-    report = folder_report(directory, image_size)
+    lines: list[str] = []  # the size `tune start --dataset DIR` would choose, so that both use one cache
+    chosen = with_photo_size(default_spec(directory), resolve_device("auto"), lines).image_size
+    report = folder_report(directory, image_size or chosen)
+    report["default_image_size"] = image_size is None
+    report["image_size_choice"] = lines[0] if lines and image_size is None else None
     emit(fmt, report, lambda: print_report(report), rows=False)

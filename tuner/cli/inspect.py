@@ -24,11 +24,14 @@ def trials_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     from rich.table import Table
 
     params = list(dict.fromkeys(name for row in rows for name in row["params"]))
+    # a multi-objective study's other objectives (latency, size), after its metric's value
+    others = list(dict.fromkeys(name for row in rows for name in list(row.get("values", {}))[1:]))
     table = Table(title=title, title_justify="left")
-    for header in ("#", "state", "value", "test acc", "epochs", "duration", *params):
+    for header in ("#", "state", "value", *others, "test acc", "epochs", "duration", *params):
         table.add_column(header, justify="left" if header in ("state", *params) else "right")
     for row in rows:
         table.add_row(str(row["number"]), row["state"], output.text(row["value"]),
+                      *(output.text(row.get("values", {}).get(name)) for name in others),
                       output.text(row["user_attrs"].get(TEST_ATTR)), str(row["epochs"]),
                       output.seconds(row["duration"]),
                       *(output.text(row["params"].get(name)) for name in params))
@@ -109,7 +112,7 @@ def print_detail(detail: dict[str, Any]) -> None:
 
     console = output.stdout_console()
     metric = f" {detail['metric']}" if detail["metric"] else ""
-    console.print(f"Study {detail['name']}: {detail['direction']}{metric}; {detail['trials']} trials "
+    console.print(f"Study {detail['name']}: {detail['direction']}{metric}; {output.counted(detail['trials'], 'trial')} "
                   f"({_states_text(detail['states'])}); last activity {output.text(detail['last_activity'])}")
     if detail.get("input"):
         console.print(data_line(detail["input"]))
@@ -118,7 +121,7 @@ def print_detail(detail: dict[str, Any]) -> None:
         console.print("Best: no completed trial yet")
     else:
         console.print(f"Best: trial {best['number']}, value {output.text(best['value'])}, test accuracy "
-                      f"{output.text(best['user_attrs'].get(TEST_ATTR))}, {best['epochs']} epochs in "
+                      f"{output.text(best['user_attrs'].get(TEST_ATTR))}, {output.counted(best['epochs'], 'epoch')} in "
                       f"{output.seconds(best['duration'])}")
         console.print("  " + " ".join(f"{k}={output.text(v)}" for k, v in best["params"].items()))
         if detail.get("model"):
@@ -127,7 +130,16 @@ def print_detail(detail: dict[str, Any]) -> None:
             console.print(f"Best {model_ref}: trial {row['number']}, value {output.text(row['value'])}, test accuracy "
                           f"{output.text(row['user_attrs'].get(TEST_ATTR))}", highlight=False)
         console.print(trials_table(detail["top"], f"Top {len(detail['top'])} completed trials"))
+    if "front" in detail:  # a multi-objective study
+        console.print(front_title(detail["objectives"], len(detail["front"])), highlight=False)
+        if detail["front"]:
+            console.print(trials_table(detail["front"]))
     console.print(pruning_line(detail["pruning"]))
+    from tuner.look.weights import weights_line
+
+    weights = weights_line(detail["name"], detail.get("weights"))
+    if weights:
+        console.print(weights, highlight=False, soft_wrap=True)
     if not detail["importances"]:
         console.print(f"Parameter importances: {detail['importances_note']}")
         return
@@ -141,18 +153,26 @@ def print_detail(detail: dict[str, Any]) -> None:
         console.print(f"  ({detail['importances_note']})")
 
 
+def front_title(objectives: dict[str, str], size: int) -> str:
+    """"Pareto front: 3 trials (val_accuracy maximized, p95_latency_ms minimized)"."""
+    what = ", ".join(f"{name} {direction[:-1]}ed" for name, direction in objectives.items())
+    return f"Pareto front: {output.counted(size, 'trial')} ({what})"
+
+
 def data_line(info: dict[str, Any]) -> str:
     """Data: the dataset, its input shape and its classes (the first ten), as a study records them."""
     classes = info.get("classes") or []
     shown = ", ".join(classes[:10]) + (f", ... ({len(classes) - 10} more)" if len(classes) > 10 else "")
     shape = "x".join(str(n) for n in info.get("shape", []))
-    return f"Data: {info.get('dataset', '?')}, {shape} images, {len(classes)} classes: {shown}"
+    counted = output.counted(len(classes), "class", "classes")
+    return f"Data: {info.get('dataset', '?')}, {shape} images, {counted}: {shown}"
 
 
 def pruning_line(pruning: dict[str, Any]) -> str:
     where = ", ".join(f"after epoch {epoch}: {n}" for epoch, n in pruning["pruned_at_epoch"].items())
     pruned = f"{pruning['pruned']} of {pruning['finished']} finished trials pruned"
-    return (f"Pruning: {pruned}{f' ({where})' if where else ''}; {pruning['epochs_run']} epochs run against "
+    run = output.counted(pruning["epochs_run"], "epoch")
+    return (f"Pruning: {pruned}{f' ({where})' if where else ''}; {run} run against "
             f"{pruning['epochs_without_pruning']} without pruning ({pruning['epochs_saved_fraction']:.0%} saved)")
 
 
@@ -187,21 +207,34 @@ def trials(name: str, storage: str | None, states: str | None, sort: str, limit:
 @storage_option
 @format_option
 def best(name: str, storage: str | None, fmt: str) -> None:
-    """Show the best completed trial of study NAME.
+    """Show the best completed trial of study NAME (of a multi-objective study: its Pareto front).
 
     \b
     Examples:
       tune best fashion-mnist
       tune best fashion-mnist --format json | jq .params
     """
-    from tuner.look.inspect import best_trial, open_study, trial_row
+    from tuner.look.inspect import best_trial, front_rows, objectives_of, open_study, trial_row
 
-    row = trial_row(best_trial(open_study(name, storage)))
+    study = open_study(name, storage)
+    if len(study.directions) > 1:  # no single best: the front, best metric first (tune export picks one of it)
+        rows = front_rows(study)
+        if not rows:
+            click.echo(f"Study {name!r} has no completed trial yet.", err=True)
+
+        def front() -> None:
+            console = output.stdout_console()
+            console.print(f"{front_title(objectives_of(study), len(rows))} of {name}", highlight=False)
+            console.print(trials_table(rows))
+
+        emit(fmt, rows, front, rows=True)
+        return
+    row = trial_row(best_trial(study))
 
     def table() -> None:
         from rich.table import Table
 
-        out = Table(title=f"Best trial of {name}", title_justify="left", show_header=False)
+        out = Table(show_header=False)  # the title on a line of its own: a table's title wraps at its width
         out.add_column("field")
         out.add_column("value")
         test = row["user_attrs"].get(TEST_ATTR)
@@ -209,7 +242,9 @@ def best(name: str, storage: str | None, fmt: str) -> None:
                              ("epochs", row["epochs"]), ("duration", output.seconds(row["duration"])),
                              *row["params"].items()):
             out.add_row(field, output.text(value))
-        output.stdout_console().print(out)
+        console = output.stdout_console()
+        console.print(f"Best trial of {name}")
+        console.print(out)
 
     emit(fmt, row if fmt != "csv" else [row], table, rows=True)
 
@@ -243,20 +278,38 @@ def plot(name: str, storage: str | None, out_dir: str | None) -> None:
 @study_argument
 @storage_option
 @click.option("-y", "--yes", is_flag=True, help="Delete without asking.")
-def delete(name: str, storage: str | None, yes: bool) -> None:
+@click.option("--weights-only", is_flag=True,
+              help="Delete only the study's kept weights (tune start --keep-top), to free disk; the study and its "
+                   "trials stay.")
+def delete(name: str, storage: str | None, yes: bool, weights_only: bool) -> None:
     """Delete study NAME, its trials and their kept weights. Asks first unless --yes.
 
     \b
     Examples:
       tune delete old-study
       tune delete old-study --yes --storage sqlite:///studies.db
+      tune delete big-photos --weights-only   (tune show says their size)
     """
-    from tuner.look.inspect import delete_study, read_storage
+    from tuner.look.inspect import delete_study, drop_kept_weights, read_storage
+    from tuner.look.weights import megabytes, weights_summary
     from tuner.storage import load_study
 
     storage_obj = read_storage(storage)
     study = load_study(name, storage_obj)
     count = len(study.get_trials(deepcopy=False))
+    if weights_only:
+        summary = weights_summary(study) or {"files": 0, "bytes": 0}
+        if not summary["files"]:
+            click.echo(f"Study {name!r} keeps no weights: nothing to delete.")
+            return
+        size = megabytes(summary["bytes"])
+        if not yes:
+            click.confirm(f"Delete the {output.counted(summary['files'], 'kept weight file')} of study {name!r} "
+                          f"({size})? Its trials stay.", abort=True)
+        dropped = drop_kept_weights(study, storage_obj)
+        click.echo(f"Deleted {output.counted(dropped, 'kept weight file')} of study {name!r} ({size} freed); its "
+                   f"{output.counted(count, 'trial')} stay.")
+        return
     if not yes:
         click.confirm(f"Delete study {name!r} and its {count} trial(s) from {_storage_url(storage)}?", abort=True)
     weights = delete_study(study, storage_obj)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuner.cli.common import data_dir_option, device_option, storage_option
-from tuner.cli.output import FORMATS, emit, study_argument
+from tuner.cli.output import FORMATS, counted, emit, study_argument
 
 if TYPE_CHECKING:
     from tuner.ship.export import Export
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
                    "directory].")
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N",
               help="Export trial N instead of the best one.")
+@click.option("--pick", metavar="RULE",
+              help="How to choose the trial of a study with constraints or objectives: best-feasible (ties within "
+                   "the validation noise go to the faster model; a multi-objective study's default), knee, "
+                   "fastest-within:0.5pp, or trial:N. Its latency is measured again, with more runs.")
 @click.option("--with-weights", is_flag=True,
               help="Also copy the trial's kept weights (tune start --keep-top) next to FILE, as FILE's stem "
                    "+ .safetensors.")
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
               help="List the K best distinct configs (the trial's and its runners-up) for `tune train FILE "
                    "--ensemble K`.")
 def export(name: str, storage: str | None, output: str | None, trial_number: int | None,
-           with_weights: bool, top: int) -> None:
+           with_weights: bool, top: int, pick: str | None) -> None:
     """Write the best trial of study NAME (or trial N) as one self-contained run config file.
 
     The file holds everything `tune train` needs to rerun the trial (dataset, model, optimizer and its
@@ -46,24 +50,42 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
       tune export fashion-mnist -o best.yaml && tune train best.yaml
       tune export fashion-mnist --trial 12 --with-weights -o prod/fmnist.yaml
       tune export fashion-mnist -o - | less
+      tune export fm-fast --pick fastest-within:0.5pp -o fast.yaml
     """
     from tuner.look.inspect import best_trial, get_trial, open_study
+    from tuner.search.pick import default_rule, pick_trial, prove_pick, requested_trial
     from tuner.ship import export as exports
     from tuner.storage import default_storage_url
 
+    if trial_number is not None and pick is not None:
+        raise click.UsageError("--trial N and --pick RULE both choose the trial: give one (--pick trial:N is "
+                               "--trial N)")
     study = open_study(name, storage)
-    trial = get_trial(study, trial_number) if trial_number is not None else best_trial(study)
+    if trial_number is None and pick is None and (pick := default_rule(study)) is not None:
+        click.echo(f"Study {name!r} has several objectives: picking from its Pareto front by --pick {pick}", err=True)
+    number = trial_number if trial_number is not None else requested_trial(pick)
+    if number is None and pick is not None:
+        picked = pick_trial(study, pick)
+        trial = picked.trial
+        click.echo(picked.why, err=True)
+    else:
+        trial = get_trial(study, number) if number is not None else best_trial(study)
     exports.trial_config(name, trial)  # a trial without a stored config fails here, before any note
+    deployment, lines = prove_pick(study, trial)  # measured again against the study's constraints, if it has any
+    for line in lines:
+        click.echo(line, err=True)
     if trial.state.name != "COMPLETE":
         click.echo(f"note: trial {trial.number} is {trial.state.name} after {len(trial.intermediate_values)} "
                    "epoch(s); its config trains all its epochs", err=True)
     if output == "-":
         if with_weights:
             raise click.UsageError("--with-weights writes a file beside the config: give -o FILE, not -o -")
-        click.echo(exports.export_text(study, trial, storage or default_storage_url(), "FILE", top), nl=False)
+        click.echo(exports.export_text(study, trial, storage or default_storage_url(), "FILE", top, deployment),
+                   nl=False)
         return
     path = Path(output) if output else exports.default_path(name, trial.number)
-    weights = exports.export_trial(study, trial, storage or default_storage_url(), path, with_weights, top)
+    weights = exports.export_trial(study, trial, storage or default_storage_url(), path, with_weights, top,
+                                   deployment)
     click.echo(f"Wrote trial {trial.number} of {name!r} to {path}" + (f" and {weights}" if weights else ""))
     click.echo(f"Train it: tune train {path}", err=True)
     problem = exports.record_in_note(study, path, trial.number)
@@ -117,14 +139,15 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
             raise click.UsageError("--resume goes on with one config; an --ensemble run starts over")
         _train_ensemble(exported, file, ensemble, out_dir, data_dir, epochs, device, full_train, overwrite)
         return
-    with EpochProgress(epochs or exported.config.epochs) as progress:
+    with EpochProgress(epochs or exported.config.epochs, full_train) as progress:
         run = production.train_export(exported, file, out_dir=Path(out_dir) if out_dir else None, data_dir=data_dir,
                                       epochs=epochs, device=device, full_train=full_train, overwrite=overwrite,
-                                      on_epoch=progress.on_epoch, on_note=progress.console.print, resume=resume)
+                                      on_epoch=progress.on_epoch, on_note=progress.console.print, resume=resume,
+                                      on_restored=progress.on_restored)
     metrics = run.metrics
     trial = metrics["trial_test_accuracy"]
     versus = f" (trial: {trial:.4f})" if trial is not None and not full_train and epochs is None else ""
-    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {metrics['epochs']} epochs in "
+    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {counted(metrics['epochs'], 'epoch')} in "
                f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
     click.echo(f"Wrote {run.out_dir / WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
                f"{production.CARD}")
@@ -138,11 +161,11 @@ def _train_ensemble(exported: Export, file: str, count: int, out_dir: str | None
     from tuner.ship.ensemble import members_of, train_ensemble
 
     total = sum(epochs or config.epochs for config, _ in members_of(exported, count, file))
-    with EpochProgress(total) as progress:
+    with EpochProgress(total, full_train) as progress:
         def on_member(number: int, config: RunConfig) -> None:
             progress.epochs = config.epochs
             progress.console.print(f"member {number} of {count}: {config.model} {config.optimizer} lr {config.lr:.3g} "
-                                   f"batch {config.batch_size} {config.scheduler}, {config.epochs} epochs")
+                                   f"batch {config.batch_size} {config.scheduler}, {counted(config.epochs, 'epoch')}")
 
         run = train_ensemble(exported, file, count, out_dir=Path(out_dir) if out_dir else None, data_dir=data_dir,
                              epochs=epochs, device=device, full_train=full_train, overwrite=overwrite,
@@ -157,14 +180,16 @@ def _train_ensemble(exported: Export, file: str, count: int, out_dir: str | None
 
 
 class EpochProgress:
-    """A rich bar of epochs on a terminal (stderr), else a line per epoch for logs."""
+    """A rich bar of epochs on a terminal (stderr), else a line per epoch for logs. Each epoch's score is named for
+    what it measures: validation, or the test split when --full-train trained on validation too."""
 
-    def __init__(self, epochs: int) -> None:
+    def __init__(self, epochs: int, full_train: bool = False) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.epochs = epochs
+        self.score = "test acc" if full_train else "val acc"
         self.bar = Progress(TextColumn("epochs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TextColumn("{task.description}"), console=self.console,
                             disable=not self.console.is_terminal)
@@ -177,12 +202,17 @@ class EpochProgress:
     def __exit__(self, *exc: Any) -> None:
         self.bar.__exit__(*exc)
 
-    def on_epoch(self, epoch: Epoch) -> None:
+    def on_epoch(self, epoch: Epoch, restored: bool = False) -> None:
+        when = "from checkpoint" if restored else f"{epoch.seconds:.1f} s"
         status = (f"epoch {epoch.epoch}/{self.epochs} train loss {epoch.train_loss:.4f} "
-                  f"val acc {epoch.val_accuracy:.4f} ({epoch.seconds:.1f} s)")
+                  f"{self.score} {epoch.val_accuracy:.4f} ({when})")
         self.bar.update(self.task, advance=1, description=status)
         if not self.console.is_terminal:
             self.console.print(status)
+
+    def on_restored(self, epoch: Epoch) -> None:
+        """An epoch the checkpoint holds, trained by the run that was killed."""
+        self.on_epoch(epoch, restored=True)
 
 
 # --- predict
@@ -256,14 +286,14 @@ def _summary(result: Predictions, confusion: bool) -> None:
     labelled = result.labelled()
     skipped = f"; {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""
     if not labelled:
-        click.echo(f"Labelled {len(result)} image(s){skipped}", err=True)
+        click.echo(f"Labelled {counted(len(result), 'image')}{skipped}", err=True)
         if confusion:
             click.echo("no confusion matrix: no input folder is named after a class (" +
                        ", ".join(result.classes[:10]) + (", ..." if len(result.classes) > 10 else "") + ")", err=True)
         return
     right = sum(p.class_name == p.folder_class for p in labelled)
-    click.echo(f"Accuracy {result.accuracy():.4f}: {right} of {len(labelled)} images in class-named folders "
-               f"labelled as their folder's class ({len(result)} images in all{skipped})", err=True)
+    click.echo(f"Accuracy {result.accuracy():.4f}: {right} of {counted(len(labelled), 'image')} in class-named "
+               f"folders labelled as their folder's class ({counted(len(result), 'image')} in all{skipped})", err=True)
     if confusion:
         click.echo("Confusion matrix (rows: folder class, columns: predicted class):", err=True)
         table = Table()
@@ -309,6 +339,9 @@ def convert(source: str, to: str, output: str | None, data_dir: str | None, imag
     click.echo(f"Wrote {converted.path}")
     click.echo(f"Checked with {engine} on {converted.checked} {converted.inputs}: largest logit difference "
                f"{converted.max_difference:.1e}", err=True)
+    if converted.measured is not None:
+        size = "" if converted.measured.size_bytes else f"; file {converted.path.stat().st_size / 1e6:.3g} MB"
+        click.echo(f"Latency {converted.measured.text()}{size}", err=True)
 
 
 COMMANDS = (export, train, predict, convert)

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from tuner.cli.common import data_dir_option, device_option, image_size_option, keep_top_option, storage_option
+from tuner.cli.constraints import constraint_flags, constraint_options, objectives_flag
 from tuner.cli.workers import heartbeat, run_and_report, worker_options
 from tuner.spec import PRUNERS, SAMPLERS
 from tuner.spec.refs import dataset_ref, locate_models
@@ -47,6 +48,7 @@ from tuner.spec.refs import dataset_ref, locate_models
               help="Begin this new study with the best trials of STUDY (same data and classes), fitted to this "
                    "study's space; its completed trials are added as they are where both studies train alike.")
 @click.option("--warm-start-storage", metavar="URL", help="Where --warm-start's study is [default: --storage].")
+@constraint_options
 @keep_top_option
 @device_option
 @worker_options
@@ -55,7 +57,7 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
           sampler: str | None, pruner: str | None, seed: int | None,
           compile_model: bool | None, stop_when_flat: bool | None, warm_start: str | None,
           warm_start_storage: str | None, keep_top: int, device: str, workers: int | None, gpus: str | None,
-          per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None) -> None:
+          per_gpu: int | None, heartbeat_interval: int | None, grace_period: int | None, **limits: Any) -> None:
     """Create (or resume) a study and run TRIALS more trials of it.
 
     \b
@@ -67,6 +69,8 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
       tune start --data-dir ./data --storage postgresql://postgres@db:5432/tune
       tune start --trials 64 --gpus 0,1,2,3 --per-gpu 2        (8 worker processes, 2 on each GPU)
       tune start --study fm-cnn --model cnn --warm-start fashion-mnist --stop-when-flat --trials 500
+      tune start --study fm-fast --max-latency 0.1ms --latency-stat p95 --max-size 1MB
+      tune start --study fm-front --objectives accuracy,latency   (the Pareto front: tune best fm-front)
     """
     from tuner.search import session as sessions
     from tuner.search.gpus import plan_workers
@@ -80,5 +84,7 @@ def start(trials: int, timeout: float | None, study_name: str | None, spec_file:
                                epochs=epochs, sampler=sampler, pruner=pruner, compile=compile_model,
                                stop_when_flat=stop_when_flat, warm_start=warm_start,
                                warm_start_storage=warm_start_storage, in_process=slots == [None], **models,
+                               objectives=objectives_flag(limits.pop("objectives")),
+                               constraints=constraint_flags(limits),
                                **heartbeat(heartbeat_interval, grace_period))
     run_and_report(session, slots, trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)

@@ -71,7 +71,9 @@ def run_and_report(session: Session, slots: list[str | None], *, trials: int, ti
     try:
         runner.run(session, slots, n_trials=trials, timeout=timeout, seed=seed, keep_top=keep_top)
     except KeyboardInterrupt:
-        click.echo(f"\n{runner.interrupt_note(session, trials)}", err=True)
+        click.echo("")
+        click.echo(runner.summary(session))
+        click.echo(runner.interrupt_note(session, trials), err=True)
         raise SystemExit(130) from None
     except WorkersFailed as e:
         click.echo(runner.summary(session))

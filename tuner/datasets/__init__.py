@@ -1,10 +1,11 @@
-"""Datasets as uint8 tensors on the training device, loaded once per process and split reproducibly.
+"""Datasets as uint8 tensors, loaded once per process, split reproducibly and held where the run reads them.
 
 A dataset reference is the name of one of torchvision's benchmarks (`tuner.datasets.torchvision`), of a sample
 bundled with tune (`tuner.datasets.sample`), or the path of a folder of images, one subfolder per class
 (`tuner.datasets.folder`). Each source yields a `Source`; `load_splits`
-turns it into train, validation and test splits on the device. From then on no DataLoader or PIL is involved:
-batches are drawn by index from the tensors, and the model converts uint8 to normalized floats itself.
+turns it into train, validation and test splits, held on the device, on the host or streamed (`tuner.datasets.loader`;
+folders live in a memory-mapped store that every process shares, `tuner.datasets.store`). From then on no
+DataLoader or PIL is involved: batches are drawn by index, and the model converts uint8 to normalized floats itself.
 """
 
 from __future__ import annotations
@@ -74,11 +75,14 @@ def splits_for(run: Any, data_dir: str | Path | None, device: str, with_validati
 
 
 def data_warnings(splits: Splits, recorded_fingerprint: str | None, since: str, consequence: str) -> list[str]:
-    """Lines about data just loaded: a folder whose files changed `since` (its fingerprint then was
-    `recorded_fingerprint`), saying the `consequence`, and the images skipped as unreadable."""
+    """Lines about data just loaded: where the run holds the images when it is not the usual place (streamed, or
+    on the host for a GPU), a folder whose files changed `since` (its fingerprint then was `recorded_fingerprint`),
+    saying the `consequence`, and the images skipped as unreadable."""
     from tuner.datasets.folder import unreadable_warning
 
     lines = []
+    if splits.train.mode == "streamed" or (splits.train.mode == "host" and splits.train.compute_device.type != "cpu"):
+        lines.append(splits.info["placement_line"])
     current = splits.info.get("fingerprint")
     if recorded_fingerprint and current and recorded_fingerprint != current:
         lines.append(f"warning: {splits.info.get('root')} changed since {since} (fingerprint {current}, then "

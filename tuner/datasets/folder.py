@@ -1,9 +1,10 @@
 """Your own images: a folder with one subfolder per class, or split folders (train/, val/, test/) of those.
 
-The first load decodes every image in parallel (tuner.datasets.images says how) and writes the tensors, labels,
-class names and file list to one safetensors file under the cache directory; later loads, and every worker
-process, read that file. Its key covers each file's path, size and modification time and the image size asked
-for, so adding, removing or changing a file, or another image size, rebuilds it.
+The first load decodes every image in parallel (tuner.datasets.images says how), a chunk at a time, into one store
+file under the cache directory (tuner.datasets.store: fixed-shape uint8 rows, labels, class names and metadata);
+later loads, and every worker process, map that file read-only and share it. Its key covers each file's path, size
+and modification time and the image size asked for, so adding, removing or changing a file, or another image size,
+rebuilds it.
 """
 
 from __future__ import annotations
@@ -11,41 +12,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import statistics
-import sys
-import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any
 
-import PIL
 import torch
 
-from tuner.datasets.cache import CACHE_VERSION, cache_path, read_cache, write_cache
-from tuner.datasets.images import (
-    UnreadableImage,
-    decode,
-    decode_as_stored,
-    image_suffixes,
-    is_grayscale,
-    open_image,
-    preprocess_record,
-)
-from tuner.datasets.parallel import parallel_map
+from tuner.datasets.building import SPLITS, build
+from tuner.datasets.cache import cache_path, read_cache
+from tuner.datasets.images import image_suffixes, preprocess_record
 from tuner.datasets.splits import Images, Source
-from tuner.errors import TuneError, one_line
+from tuner.datasets.store import Store, building
+from tuner.errors import TuneError
 from tuner.spec.refs import BENCHMARKS
 
-A = TypeVar("A")
-R = TypeVar("R")
-
 SPLIT_FOLDERS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-SPLITS = ("train", "val", "test")
-MAX_DEFAULT_SIZE = 224  # the default image size is the median shorter side, at most this
-MIN_DEFAULT_SIZE = 8
-PARALLEL_FILE_BYTES = 12_288  # mean file size from which a thread per core decodes faster (docs/benchmarks.md)
 EXAMPLE = "DIR/cat/1.jpg, DIR/dog/2.jpg"
 
 
@@ -166,145 +148,19 @@ def _check_classes(scan: Scan) -> None:
                         f"put the images in one subfolder per class ({EXAMPLE})")
 
 
-# --- decoding -------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Header:
-    size: tuple[int, int]
-    mode: str
-    grayscale: bool
-
-
-def _header(path: Path) -> Header:
-    image = open_image(path)
-    with image:
-        return Header(image.size, image.mode, is_grayscale(image))
-
-
-def default_image_size(headers: list[Header]) -> int:
-    """The median shorter side of the images, within [MIN_DEFAULT_SIZE, MAX_DEFAULT_SIZE]."""
-    median = statistics.median_low(min(h.size) for h in headers)
-    return max(MIN_DEFAULT_SIZE, min(MAX_DEFAULT_SIZE, median))
-
-
-def decode_threads(scan: Scan) -> int:
-    """A thread per core for files big enough that decoding them is most of the work (Pillow releases the GIL
-    while it decodes and resizes); one for small files, whose time is Python's, which threads only contend for."""
-    mean_bytes = sum(size for _, size, _ in scan.stats) / max(1, len(scan.stats))
-    return (os.cpu_count() or 1) if mean_bytes >= PARALLEL_FILE_BYTES else 1
-
-
-def _try(function: Callable[[A], R]) -> Callable[[A], R | UnreadableImage]:
-    """`function` returning its UnreadableImage instead of raising it, for a parallel map over many files."""
-    def attempt(argument: A) -> R | UnreadableImage:
-        try:
-            return function(argument)
-        except UnreadableImage as e:
-            return e
-    return attempt
-
-
-def _decode_all(paths: list[Path], channels: list[int], size: int,
-                threads: int) -> list[torch.Tensor | UnreadableImage]:
-    jobs = [(p, c, size) for p, c in zip(paths, channels, strict=True)]
-    return parallel_map(_try(lambda job: decode(*job)), jobs, "decoding images", threads)
-
-
-def _probe_and_decode(job: tuple[Path, int]) -> tuple[Header, torch.Tensor] | UnreadableImage:
-    """One opening of the file: its header, and the image decoded in its own channel count."""
-    try:
-        size, mode, gray, tensor = decode_as_stored(*job)
-    except UnreadableImage as e:
-        return e
-    return Header(size, mode, gray), tensor
-
-
-def _decode_images(paths: list[Path], image_size: int | None, threads: int) -> tuple[
-        list[Header | UnreadableImage], list[torch.Tensor | UnreadableImage], int, int]:
-    """(headers, decoded tensors or errors, channels, size) of every file. With the size known each file is opened
-    once; else a first pass reads the headers for the default size. Grayscale files are decoded again in RGB when
-    the folder also has color images: exactly what `tune predict` does with them then."""
-    decoded: list[torch.Tensor | UnreadableImage] | None
-    if image_size is not None:
-        probed = parallel_map(_probe_and_decode, [(p, image_size) for p in paths], "decoding images", threads)
-        headers = [r[0] if isinstance(r, tuple) else r for r in probed]
-        decoded = [r[1] if isinstance(r, tuple) else r for r in probed]
-        size = image_size
-    else:
-        headers = parallel_map(_try(_header), paths, "reading image headers")
-        readable = [h for h in headers if isinstance(h, Header)]
-        size = default_image_size(readable) if readable else 1
-        decoded = None
-    good = [h for h in headers if isinstance(h, Header)]
-    channels = 1 if all(h.grayscale for h in good) else 3
-    if decoded is None:
-        decoded = _decode_all(paths, [channels] * len(paths), size, threads)  # unreadable ones fail again, cheaply
-    elif channels == 3:
-        redo = [i for i, h in enumerate(headers) if isinstance(h, Header) and h.grayscale]
-        for i, tensor in zip(redo, _decode_all([paths[i] for i in redo], [3] * len(redo), size, threads), strict=True):
-            decoded[i] = tensor
-    return headers, decoded, channels, size
-
-
-def build(scan: Scan, image_size: int | None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Decode every image of `scan`: (tensors x, y, split; metadata). Unreadable files are left out and counted."""
-    started = time.perf_counter()
-    paths = [scan.root / relative for relative, _, _ in scan.files]
-    headers, decoded, channels, size = _decode_images(paths, image_size, decode_threads(scan))
-    kept = [(i, t) for i, t in enumerate(decoded) if isinstance(t, torch.Tensor)]
-    unreadable = [str(t) for t in decoded if not isinstance(t, torch.Tensor)]
-    if not kept:
-        raise TuneError(f"no readable image in {scan.root}: all {len(paths)} image files failed to decode (first: "
-                        f"{unreadable[0]}): check that they are images")
-    x = torch.empty((len(kept), channels, size, size), dtype=torch.uint8)
-    for row, (_, tensor) in enumerate(kept):
-        x[row] = tensor
-    split_codes = {name: code for code, name in enumerate(SPLITS)}
-    y = torch.tensor([scan.files[i][2] for i, _ in kept], dtype=torch.int64)
-    split = torch.tensor([split_codes[scan.files[i][1]] for i, _ in kept], dtype=torch.int8)
-    good_headers = [cast(Header, headers[i]) for i, _ in kept]  # a file that decoded had its header read
-    sizes = [h.size for h in good_headers]
-    meta = {
-        "version": CACHE_VERSION,
-        "pillow": PIL.__version__,  # another Pillow may decode (or resize) a file to other pixels
-        "root": str(scan.root),
-        "layout": scan.layout,
-        "split_folders": scan.split_folders,
-        "classes": list(scan.classes),
-        "fingerprint": scan.fingerprint,
-        "image_size": size,
-        "requested_size": image_size,
-        "channels": channels,
-        "unreadable": unreadable,
-        "ignored": dict(scan.ignored),
-        "modes": dict(Counter(h.mode for h in good_headers)),
-        "sizes": {"min": [min(w for w, _ in sizes), min(h for _, h in sizes)],
-                  "median": [statistics.median_low(w for w, _ in sizes), statistics.median_low(h for _, h in sizes)],
-                  "max": [max(w for w, _ in sizes), max(h for _, h in sizes)]},
-        "decode_seconds": round(time.perf_counter() - started, 3),
-    }
-    return {"x": x, "y": y, "split": split}, meta
-
-
-def cached(root: str | Path, image_size: int | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
-    """(tensors, metadata, whether the cache was fresh) of the folder, decoding it if the cache is missing or stale.
-    A cache that cannot be written (read-only disk) costs the next load a decode, nothing else."""
-    from safetensors import SafetensorError
-
+def cached(root: str | Path, image_size: int | None = None) -> tuple[Store, bool]:
+    """(the folder's store, whether it was fresh), decoding the folder into it if it is missing or stale. One
+    process builds it at a time; a second one waits and reads what the first built."""
     scan = scan_folder(root)
     path = cache_path(scan.root, image_size)
     found = read_cache(path, scan.fingerprint)
     if found is not None:
-        tensors, meta = found
-        return tensors, {**meta, "cache": str(path)}, True
-    tensors, meta = build(scan, image_size)
-    try:
-        write_cache(path, tensors, meta)
-    except (OSError, SafetensorError) as e:
-        reason = getattr(e, "strerror", None) or one_line(e, 160)
-        print(f"warning: cannot write the image cache {path} ({reason}); the next load decodes again",
-              file=sys.stderr)
-    return tensors, {**meta, "cache": str(path)}, False
+        return found, True
+    with building(path):
+        found = read_cache(path, scan.fingerprint)  # built by another process meanwhile
+        if found is not None:
+            return found, True
+        return build(scan, image_size, path), False
 
 
 def load(root: str | Path, image_size: int | None = None) -> Source:
@@ -312,18 +168,20 @@ def load(root: str | Path, image_size: int | None = None) -> Source:
     return as_source(*cached(root, image_size))
 
 
-def as_source(tensors: dict[str, torch.Tensor], meta: dict[str, Any], fresh: bool) -> Source:
-    """The cached tensors and metadata of a folder as a Source, checked: every class has training images."""
+def as_source(store: Store, fresh: bool) -> Source:
+    """A folder's store as a Source, checked: every class has training images. Its splits are rows of the store's
+    mapping: nothing is copied."""
+    meta = store.meta
     parts: dict[str, Images | None] = {}
     for code, name in enumerate(SPLITS):
-        members = torch.nonzero(tensors["split"] == code).flatten()
-        parts[name] = Images(tensors["x"][members], tensors["y"][members]) if len(members) else None
+        members = torch.nonzero(store.split == code).flatten()
+        parts[name] = Images(store.x, store.y[members], rows=members, store=store) if len(members) else None
     if parts["train"] is None:
         raise TuneError(f"no readable image in {meta['root']}/train: add the training images")
     _check_train_classes(meta, parts["train"])
     info = {key: meta[key] for key in ("root", "layout", "fingerprint", "image_size", "channels", "unreadable",
-                                       "ignored", "cache")}
-    info.update(kind="folder", cache_fresh=fresh)
+                                       "ignored")}
+    info.update(kind="folder", cache_fresh=fresh, cache=str(store.path) if store.path else None)
     preprocess = preprocess_record(meta["channels"], (meta["image_size"], meta["image_size"]))
     return Source(parts["train"], parts["val"], parts["test"], tuple(meta["classes"]), preprocess, info)
 

@@ -8,9 +8,19 @@ from typing import Any
 import torch
 
 from tuner.datasets import cache, folder
-from tuner.datasets.splits import TEST_FRACTION, make_splits
+from tuner.datasets.building import SPLITS
+from tuner.datasets.loader import choose
+from tuner.datasets.splits import TEST_FRACTION, carve
 
 DEFAULT_VALIDATION = 0.15  # the default spec's; a spec with another fraction may need more images
+
+
+def default_device() -> torch.device:
+    """The device a run takes by default (`--device auto`): the one whose placement `tune data` reports."""
+    mps = getattr(torch.backends, "mps", None)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
 
 
 def _class_counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
@@ -23,12 +33,15 @@ def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, 
     folder at `root`, decoding it (and writing the cache) if the cache is missing or stale."""
     scan = folder.scan_folder(root)
     cache_file = cache.cache_path(scan.root, image_size)
-    tensors, meta, fresh = folder.cached(scan.root, image_size)
-    make_splits(folder.as_source(tensors, meta, fresh), DEFAULT_VALIDATION, 0, "cpu", stratified=True)  # or raise
+    store, fresh = folder.cached(scan.root, image_size)
+    meta = store.meta
+    train, val, test = carve(folder.as_source(store, fresh), DEFAULT_VALIDATION, 0, stratified=True)  # or raise
+    distinct = {id(part): part for part in (train, val, test)}.values()
+    placement = choose(sum(part.nbytes for part in distinct), default_device())
     classes = meta["classes"]
     splits = {}
-    for code, name in enumerate(folder.SPLITS):
-        labels = tensors["y"][tensors["split"] == code]
+    for code, name in enumerate(SPLITS):
+        labels = store.y[store.split == code]
         if len(labels):
             splits[name] = {"images": len(labels), "per_class": _class_counts(labels, classes)}
     carved = {}
@@ -54,5 +67,6 @@ def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, 
         "unreadable": {"count": len(unreadable), "first": unreadable[0] if unreadable else None},
         "cache": {"path": str(cache_file), "fresh": fresh, "bytes": cache_file.stat().st_size
                   if cache_file.is_file() else None, "decode_seconds": meta["decode_seconds"]},
+        "placement": {"device": str(default_device()), "mode": placement.mode, "line": placement.line()},
         "ready": True,
     }

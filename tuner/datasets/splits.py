@@ -3,52 +3,109 @@ made them, split reproducibly into train, validation and test, and placed where 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import torch
 
+from tuner.datasets.loader import Gatherer, Placement, choose, stream_order, to_device
+from tuner.datasets.store import Store
 from tuner.errors import TuneError
 
 # Share of a folder dataset's images held out as its test split when it has no test/ folder (stratified, seed 0).
 TEST_FRACTION = 0.2
-# A CUDA device keeps the dataset in its memory when it takes at most this share of the free memory; else the
-# images stay in pinned host memory and each batch is copied over.
-DEVICE_SHARE = 0.5
+EXACT_STATS_ELEMENTS = 2**26  # channel statistics of larger training sets are summed a chunk at a time
+STATS_CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
 class Images:
-    """Images as uint8 (N, C, H, W) and labels as int64 (N,). `device` is where batches go (`take`); None: where
-    the tensors are. A dataset too big for the GPU keeps its tensors in (pinned) host memory."""
+    """Images as uint8 (N, C, H, W) and labels as int64 (N,). `pixels` holds the images: they themselves, or
+    (with `rows`) a larger set they are rows of, such as a store's read-only mapping that every process shares and
+    none copies. `device` is where batches go; None: where `pixels` is. `mode` is how batches get there
+    (tuner.datasets.loader); `store` is the file `pixels` maps, when it does."""
 
-    x: torch.Tensor
+    pixels: torch.Tensor
     y: torch.Tensor
     device: torch.device | None = None
+    rows: torch.Tensor | None = None
+    mode: str = "device"
+    store: Store | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     @property
+    def x(self) -> torch.Tensor:
+        """The images themselves: a copy when they are rows of a larger set (small sets, tests and reports)."""
+        return self.pixels if self.rows is None else self.pixels[self.rows]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return cast(tuple[int, int, int], tuple(self.pixels.shape[1:]))
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.pixels[0].numel() if len(self.pixels) else 0
+
+    @property
     def compute_device(self) -> torch.device:
-        return self.device if self.device is not None else self.x.device
+        return self.device if self.device is not None else self.pixels.device
 
     def take(self, index: torch.Tensor | slice) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, labels) of `index` (a tensor of positions or a slice) on the compute device."""
-        if self.device is None or self.device == self.x.device:
-            return self.x[index], self.y[index]
-        if isinstance(index, torch.Tensor):
-            index = index.cpu()
-        x, y = self.x[index], self.y[index]
-        if self.device.type == "cuda":
-            x, y = x.pin_memory(), y.pin_memory()
-        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.store is not None:
+            self.store.check()  # one fstat: a truncated mapping would kill the process with SIGBUS
+        if isinstance(index, torch.Tensor) and index.device != self.pixels.device:
+            index = index.to(self.pixels.device)
+        rows = index if self.rows is None else self.rows[index]
+        x, y = self.pixels[rows], self.y[index]
+        if self.compute_device == x.device:
+            return x, y
+        return x.to(self.compute_device, non_blocking=True), y.to(self.compute_device, non_blocking=True)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor,
+                                                                                               torch.Tensor]]:
+        """(images, labels) on the compute device, `batch_size` at a time: in a seeded random order with
+        `generator` (chunk-shuffled when streamed), else in order."""
+        device = self.compute_device
+        if self.store is not None:
+            self.store.check()
+        if generator is None:
+            order = None
+        elif self.mode == "streamed":
+            order = stream_order(len(self), self.pixels[0].numel(), generator)
+        else:
+            order = torch.randperm(len(self), device=device, generator=generator)
+        if self.mode == "device" or (self.mode == "host" and device == self.pixels.device):
+            for start in range(0, len(self), batch_size):
+                yield self.take(slice(start, start + batch_size) if order is None else order[start:start + batch_size])
+            return
+        if order is None:
+            order = torch.arange(len(self))
+        will_need = self.store.will_need if self.store is not None and self.mode == "streamed" else None
+        yield from self._gatherer(will_need).batches(order, batch_size, sort=generator is not None)
+
+    def _gatherer(self, will_need: Callable[[int, int], None] | None) -> Gatherer:
+        """One per set, living as long as it: its pinned buffers are reused from epoch to epoch."""
+        found = self.__dict__.get("_gatherer_made")
+        if found is None:
+            found = self.__dict__["_gatherer_made"] = Gatherer(self.pixels, self.rows, self.y, self.compute_device,
+                                                               will_need)
+        return cast(Gatherer, found)
 
     def to(self, device: torch.device | str) -> Images:
-        return Images(self.x.to(device), self.y.to(device))
+        """The images copied to `device` (a chunk at a time from a mapping), batches drawn there by index."""
+        device = torch.device(device)
+        if self.rows is None and self.pixels.device == device:
+            return Images(self.pixels, self.y.to(device))
+        return Images(to_device(self.pixels, self.rows, device), self.y.to(device))
 
     def subset(self, index: torch.Tensor) -> Images:
-        return Images(self.x[index], self.y[index])
+        """The images at positions `index`: rows of the same pixels, nothing copied."""
+        rows = index if self.rows is None else self.rows[index]
+        return Images(self.pixels, self.y[index], self.device, rows, self.mode, self.store)
 
 
 @dataclass(frozen=True)
@@ -79,7 +136,7 @@ class Splits:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return cast(tuple[int, int, int], tuple(self.train.x.shape[1:]))
+        return self.train.shape
 
     @property
     def num_classes(self) -> int:
@@ -119,27 +176,44 @@ def stratified_split_off(images: Images, fraction: float, seed: int) -> tuple[Im
     return images.subset(rest), images.subset(held)
 
 
-def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    flat = x.transpose(0, 1).reshape(x.shape[1], -1).float() / 255
-    return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-3).tolist())
+def channel_stats(images: Images) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of `images`, in [0, 1]: for sets in memory and stores up to
+    EXACT_STATS_ELEMENTS as always (so that earlier studies replay bit for bit); for larger stores from per-channel
+    histograms summed a chunk at a time, never a float copy of the whole set."""
+    if images.store is None or images.nbytes <= EXACT_STATS_ELEMENTS:
+        x = images.x
+        flat = x.transpose(0, 1).reshape(x.shape[1], -1).float() / 255
+        return tuple(flat.mean(1).tolist()), tuple(flat.std(1).clamp_min(1e-3).tolist())
+    channels = images.shape[0]
+    counts = torch.zeros((channels, 256), dtype=torch.float64)
+    step = max(1, STATS_CHUNK_BYTES // images.pixels[0].numel())
+    for start in range(0, len(images), step):
+        rows = torch.arange(start, min(start + step, len(images))) if images.rows is None else \
+            images.rows[start:start + step]
+        part = images.pixels[rows]
+        for channel in range(channels):
+            counts[channel] += torch.bincount(part[:, channel].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.float64) / 255
+    total = counts.sum(1)
+    mean = (counts * values).sum(1) / total
+    variance = (counts * (values - mean[:, None]) ** 2).sum(1) / (total - 1).clamp_min(1)
+    return tuple(mean.tolist()), tuple(variance.sqrt().clamp_min(1e-3).tolist())
 
 
 def _concat(a: Images, b: Images) -> Images:
+    if a.pixels is b.pixels:  # rows of one set (a store): concatenated rows, nothing copied
+        rows = [torch.arange(len(part)) if part.rows is None else part.rows for part in (a, b)]
+        return Images(a.pixels, torch.cat([a.y, b.y]), rows=torch.cat(rows), store=a.store)
     return Images(torch.cat([a.x, b.x]), torch.cat([a.y, b.y]))
 
 
-def fits_on(device: torch.device, nbytes: int) -> bool:
-    """Whether `nbytes` of images may live on `device`: always off CUDA; on CUDA within DEVICE_SHARE of free memory."""
-    if device.type != "cuda":
-        return True
-    free, _ = torch.cuda.mem_get_info(device)
-    return nbytes <= DEVICE_SHARE * free
-
-
-def place(images: Images, device: torch.device, on_device: bool) -> Images:
-    """`images` on `device`, or kept in host memory with each batch going to `device` (`Images.take` gathers a
-    batch into new memory and pins that: pinning the whole dataset too would only cost a copy of it)."""
-    return images.to(device) if on_device else Images(images.x, images.y, device)
+def place(images: Images, device: torch.device, placement: Placement) -> Images:
+    """`images` as the run holds them: copied to `device` (a chunk at a time), or left in the shared mapping with
+    batches gathered from it (tuner.datasets.loader)."""
+    if placement.mode == "device" and device.type != "cpu":
+        return images.to(device)
+    mode = "host" if placement.mode == "device" else placement.mode
+    return Images(images.pixels, images.y, device, images.rows, mode, images.store)
 
 
 def check_not_empty(source: Source, parts: dict[str, Images]) -> None:
@@ -150,6 +224,24 @@ def check_not_empty(source: Source, parts: dict[str, Images]) -> None:
         raise TuneError(f"{where} has too few images to hold out {' and '.join(empty)} images ({len(source.train)} "
                         f"in train): add images (at least 3 per class without val/ and test/ folders) or val/ and "
                         "test/ folders of their own")
+
+
+def carve(source: Source, validation: float | str, split_seed: int, with_validation: bool = True,
+          stratified: bool = False) -> tuple[Images, Images, Images]:
+    """(train, validation, test) of `source`, as `make_splits` describes, without touching an image: rows of the
+    source's images, or the source's own parts."""
+    train, val, test = source.train, source.val, source.test
+    if test is None:
+        train, test = stratified_split_off(train, TEST_FRACTION, 0)
+    if validation == "test":
+        val = test
+    elif val is None:
+        split = stratified_split_off if stratified else split_off
+        train, val = split(train, float(validation), split_seed)
+    check_not_empty(source, {"training": train, "validation": val, "test": test})
+    if not with_validation and val is not test:
+        train, val = _concat(train, val), test
+    return train, val, test
 
 
 def make_splits(source: Source, validation: float | str, split_seed: int, device: str | torch.device,
@@ -163,21 +255,12 @@ def make_splits(source: Source, validation: float | str, split_seed: int, device
     keep the plain random split they always had, so earlier studies replay exactly.
     """
     device = torch.device(device)
-    train, val, test = source.train, source.val, source.test
-    if test is None:
-        train, test = stratified_split_off(train, TEST_FRACTION, 0)
-    if validation == "test":
-        val = test
-    elif val is None:
-        split = stratified_split_off if stratified else split_off
-        train, val = split(train, float(validation), split_seed)
-    check_not_empty(source, {"training": train, "validation": val, "test": test})
-    if not with_validation and val is not test:
-        train, val = _concat(train, val), test
-    mean, std = channel_stats(train.x)
+    train, val, test = carve(source, validation, split_seed, with_validation, stratified)
+    mean, std = channel_stats(train)
     distinct = [train, val] if val is test else [train, val, test]
-    on_device = fits_on(device, sum(part.x.numel() for part in distinct))
-    test_placed = place(test, device, on_device)
-    val_placed = test_placed if val is test else place(val, device, on_device)
-    return Splits(place(train, device, on_device), val_placed, test_placed, mean, std, source.classes,
-                  source.preprocess, source.info)
+    placement = choose(sum(part.nbytes for part in distinct), device)
+    test_placed = place(test, device, placement)
+    val_placed = test_placed if val is test else place(val, device, placement)
+    info = {**source.info, "placement": placement.mode, "placement_line": placement.line()}
+    return Splits(place(train, device, placement), val_placed, test_placed, mean, std, source.classes,
+                  source.preprocess, info)

@@ -2,7 +2,9 @@
 
 A trial's row uses Optuna's own names (`number`, `state`, `value`, `params`, `user_attrs`, `intermediate_values`,
 `datetime_start`, `datetime_complete`), adds `epochs` (epochs reported) and `duration` in seconds; the trial's
-test accuracy is the user attr `test_accuracy` that the objective records.
+test accuracy is the user attr `test_accuracy` that the objective records. In a multi-objective study `value` is
+the first objective's (the metric), `values` maps each objective's name to the trial's value, and `tune show` and
+`tune best` give the Pareto front (Optuna's `best_trials`).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TuneError
+from tuner.look.weights import weights_summary
 from tuner.record import CONFIG_ATTR, INPUT_ATTR, SPEC_ATTR
-from tuner.storage import load_study, open_existing_storage
+from tuner.storage import first_value, is_multi_objective, load_study, open_existing_storage
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
 SORT_KEYS = ("value", "number", "duration")
@@ -63,11 +66,17 @@ def duration_seconds(trial: FrozenTrial) -> float | None:
     return round((trial.datetime_complete - trial.datetime_start).total_seconds(), 3)
 
 
-def trial_row(trial: FrozenTrial) -> dict[str, Any]:
+def trial_row(trial: FrozenTrial, names: list[str] | None = None) -> dict[str, Any]:
+    """The trial as data; `names`: the study's objective names, for a trial with several values."""
+    several = {}
+    if trial.values is not None and len(trial.values) > 1:
+        names = names or [f"objective {i}" for i in range(len(trial.values))]
+        several = {"values": dict(zip(names, trial.values, strict=False))}
     return {
         "number": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": first_value(trial),
+        **several,
         "params": trial.params,
         "user_attrs": trial.user_attrs,
         "epochs": len(trial.intermediate_values),
@@ -93,14 +102,25 @@ def _best(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
     if not complete:
         return None
     pick = max if direction == "maximize" else min
-    return pick(complete, key=lambda t: cast(float, t.value))  # a complete trial has a value
+    return pick(complete, key=lambda t: cast(float, first_value(t)))  # a complete trial has a value
 
 
 def direction_of(study: optuna.Study) -> str:
-    if len(study.directions) > 1:
-        raise TuneError(f"study {study.study_name!r} has {len(study.directions)} objectives; tune reads "
-                        "single-objective studies: use optuna-dashboard for this one")
-    return study.direction.name.lower()
+    """The direction of the study's metric (a multi-objective study's first objective)."""
+    return study.directions[0].name.lower()
+
+
+def objectives_of(study: optuna.Study) -> dict[str, str]:
+    """Each objective's name and direction: {"val_accuracy": "maximize", "p95_latency_ms": "minimize"}."""
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    return {name: d.name.lower() for name, d in zip(names, study.directions, strict=False)}
+
+
+def front_rows(study: optuna.Study) -> list[dict[str, Any]]:
+    """A multi-objective study's Pareto front (of the trials that met its constraints), best metric first."""
+    sign = -1.0 if direction_of(study) == "maximize" else 1.0
+    front = sorted(study.best_trials, key=lambda t: (sign * (first_value(t) or 0.0), t.number))
+    return [trial_row(t, study.metric_names) for t in front]
 
 
 def study_rows(storage: optuna.storages.BaseStorage) -> list[dict[str, Any]]:
@@ -158,7 +178,7 @@ def _sort_key(sort: str, direction: str) -> Callable[[FrozenTrial], tuple[float,
     def key(trial: FrozenTrial) -> tuple[float, ...]:
         if sort == "number":
             return (0, trial.number)
-        raw = trial.value if sort == "value" else duration_seconds(trial)
+        raw = first_value(trial) if sort == "value" else duration_seconds(trial)
         if raw is None:
             return (1, trial.number)
         descending = sort == "duration" or direction == "maximize"
@@ -172,7 +192,7 @@ def trial_rows(study: optuna.Study, states: tuple[str, ...] | None = None, sort:
         raise TuneError(f"unknown sort key {sort!r}: use {', '.join(SORT_KEYS)}")
     trials = [t for t in study.get_trials(deepcopy=False) if states is None or t.state.name in states]
     trials.sort(key=_sort_key(sort, direction_of(study)))
-    return [trial_row(t) for t in trials[:limit]]
+    return [trial_row(t, study.metric_names) for t in trials[:limit]]
 
 
 def planned_epochs(trial: FrozenTrial, study: optuna.Study) -> int:
@@ -207,7 +227,7 @@ def importance_options(study: optuna.Study) -> dict[str, Any]:
     """The evaluator and target optuna-dashboard computes importances with (PED-ANOVA ranks low targets best)."""
     sign = -1.0 if direction_of(study) == "maximize" else 1.0
     return {"evaluator": optuna.importance.PedAnovaImportanceEvaluator(),
-            "target": lambda trial: sign * (trial.value or 0.0)}  # completed trials: each has a value
+            "target": lambda trial: sign * (first_value(trial) or 0.0)}  # of the metric, the first objective
 
 
 def importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
@@ -226,7 +246,7 @@ def importances(study: optuna.Study) -> tuple[dict[str, float], str | None]:
         warnings.simplefilter("ignore")
         found = optuna.importance.get_param_importances(study, params=varied, **importance_options(study))
     fixed = sorted(set(values) - set(varied))
-    notes = [f"rough: from {len(complete)} completed trials (steadier from {ROUGH_IMPORTANCE_TRIALS})"
+    notes = [f"rough: from {len(complete)} completed trials, steadier from {ROUGH_IMPORTANCE_TRIALS}"
              if len(complete) < ROUGH_IMPORTANCE_TRIALS else "", f"not varied: {', '.join(fixed)}" if fixed else ""]
     return found, "; ".join(filter(None, notes)) or None
 
@@ -267,6 +287,8 @@ def study_detail(study: optuna.Study, top: int = TOP_TRIALS) -> dict[str, Any]:
         "pruning": pruning_summary(study),
         "importances": found,
         "importances_note": note,
+        "weights": weights_summary(study),
+        **({"objectives": objectives_of(study), "front": front_rows(study)} if is_multi_objective(study) else {}),
     }
 
 

@@ -1,7 +1,8 @@
 """`tune plot`: Optuna's plotly figures of one study, in one HTML file that opens offline, and PNGs where kaleido is.
 
 The HTML embeds plotly.js once (no CDN), so it opens on a machine without internet; PNG export needs the optional
-`kaleido` package (and the browser it drives), which tune does not depend on.
+`kaleido` package (and the browser it drives), which tune does not depend on. A multi-objective study's figures
+plot its metric (the first objective), and one more shows its Pareto front.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from optuna.trial import FrozenTrial
 
 from tuner.errors import TuneError, one_line
 from tuner.fileio import file_safe, write_text
+from tuner.storage import first_value, is_multi_objective
 
 # File stem -> (title, name of the optuna.visualization function).
 PLOTS = {
@@ -27,6 +29,7 @@ PLOTS = {
     "importances": ("Parameter importances", "plot_param_importances"),
     "parallel": ("Parallel coordinates", "plot_parallel_coordinate"),
     "slice": ("Slice plot", "plot_slice"),
+    "pareto": ("Pareto front", "plot_pareto_front"),  # multi-objective studies only
 }
 HTML_FILE = "index.html"
 MAX_WIDTH = 1400  # px: the page and each figure fit a laptop's screen
@@ -66,8 +69,15 @@ def figures(study: optuna.Study) -> tuple[dict[str, Any], dict[str, str]]:
                         f"`tune start --study {study.study_name}` first")
     found, note = importances(study)
     skip = {} if found else {"importances": cast(str, note)}  # importances says why it found none
+    several = is_multi_objective(study)
+    # a multi-objective study's figures plot its metric, the first objective (Optuna asks for a target there)
+    target = {"target": first_value, "target_name": (study.metric_names or ["value"])[0]} if several else {}
     figs: dict[str, Any] = {}
     for stem, (_, name) in PLOTS.items():
+        if stem == "pareto":
+            if several:
+                figs[stem] = visualization.plot_pareto_front(study)
+            continue
         if stem == "importances" and found:  # the same figures as `tune show` and the dashboard
             with warnings.catch_warnings():  # PED-ANOVA's note that it ranks low targets: maximized ones are flipped
                 warnings.simplefilter("ignore")
@@ -75,20 +85,21 @@ def figures(study: optuna.Study) -> tuple[dict[str, Any], dict[str, str]]:
                     study, params=list(found), target_name=(study.metric_names or ["value"])[0],
                     **importance_options(study))
         elif stem == "slice":
-            figs.update(_slices(visualization, study, complete))
+            figs.update(_slices(visualization, study, complete, target))
         elif stem not in skip:
-            figs[stem] = getattr(visualization, name)(study)
+            figs[stem] = getattr(visualization, name)(study, **({} if stem == "intermediate" else target))
     for fig in figs.values():
         if fig.layout.width is not None and fig.layout.width > MAX_WIDTH:
             fig.update_layout(width=MAX_WIDTH)
     return figs, skip
 
 
-def _slices(visualization: ModuleType, study: optuna.Study, complete: list[FrozenTrial]) -> dict[str, Any]:
+def _slices(visualization: ModuleType, study: optuna.Study, complete: list[FrozenTrial],
+            target: dict[str, Any]) -> dict[str, Any]:
     """Slice plots of SLICE_PARAMS params each (one of every param would be 300 px a param wide): slice, slice-2."""
     params = sorted({name for trial in complete for name in trial.params})
     chunks = [params[i:i + SLICE_PARAMS] for i in range(0, len(params), SLICE_PARAMS)] or [[]]
-    return {"slice" if n == 0 else f"slice-{n + 1}": visualization.plot_slice(study, params=chunk or None)
+    return {"slice" if n == 0 else f"slice-{n + 1}": visualization.plot_slice(study, params=chunk or None, **target)
             for n, chunk in enumerate(chunks)}
 
 

@@ -17,8 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.record import CONFIG_ATTR, GPU_ATTR, STOPPED_ATTR, WORKER_ATTR, is_prior, run_budget, run_of
-from tuner.search.stopping import Stagnation, best_of, stagnation
-from tuner.storage import rdb
+from tuner.search.stopping import Stagnation, best_of, busy_seconds, stagnation
+from tuner.storage import first_value, is_multi_objective, rdb
 
 REFRESH_SECONDS = 2.0
 
@@ -88,11 +88,12 @@ def _running(trial: FrozenTrial, ages: dict[int, float], now: datetime) -> Runni
 
 
 def _best(study: optuna.Study) -> dict[str, Any] | None:
-    try:
-        best = study.best_trial
-    except ValueError:
+    """The best trial (a multi-objective study's: the best metric of its Pareto front, with the front's size)."""
+    best = best_of(study)
+    if best is None:
         return None
-    return {"number": best.number, "value": best.value, "params": best.params}
+    front = {"front": len(study.best_trials)} if is_multi_objective(study) else {}
+    return {"number": best.number, "value": first_value(best), "params": best.params, **front}
 
 
 def _trials_per_hour(finished: list[FrozenTrial], now: datetime) -> float | None:
@@ -103,15 +104,9 @@ def _trials_per_hour(finished: list[FrozenTrial], now: datetime) -> float | None
     for t in finished:
         if t.datetime_complete is not None and t.datetime_complete >= hour_ago:
             spans.append((max(hour_ago, t.datetime_start or t.datetime_complete), t.datetime_complete))
-    spans.sort()
     if not spans:
         return None
-    busy, end = 0.0, hour_ago
-    for start, stop in spans:  # the union of the spans: parallel trials count once
-        if stop > end:
-            busy += (stop - max(start, end)).total_seconds()
-            end = stop
-    return len(spans) / (max(busy, 1.0) / 3600)
+    return len(spans) / (max(busy_seconds(spans, hour_ago), 1.0) / 3600)
 
 
 def _remaining(trials: list[FrozenTrial], running: list[FrozenTrial]) -> int | None:
@@ -141,15 +136,17 @@ def snapshot(study: optuna.Study) -> Snapshot:
     ages = heartbeat_ages(study._storage, study.study_name, [t.number for t in running]) if running else {}
     remaining = _remaining(trials, running)
     return Snapshot(
-        study=study.study_name, direction=study.direction.name.lower(),
+        study=study.study_name, direction=",".join(d.name.lower() for d in study.directions),
         counts=dict(sorted(Counter(t.state.name for t in trials).items())),
         running=[_running(t, ages, now) for t in running], best=_best(study),
         trials_per_hour=_trials_per_hour(finished, now), remaining=remaining,
         eta_seconds=_eta(finished, len(running), remaining), since_best=_since_best(study, trials),
-        stopped=(study.user_attrs.get(STOPPED_ATTR) or {}).get("reason"))
+        stopped=None if running else (study.user_attrs.get(STOPPED_ATTR) or {}).get("reason"))
 
 
 def _since_best(study: optuna.Study, trials: list[FrozenTrial]) -> dict[str, Any] | None:
+    if is_multi_objective(study):
+        return None  # a front improves along any objective: no single best to have stood still
     flat = stagnation(trials, best_of(study))
     return asdict(flat) if flat is not None else None
 
@@ -178,7 +175,8 @@ def render(shot: Snapshot) -> Group:
         lines.append(Text("Best: no trial completed yet"))
     else:
         params = " ".join(f"{k}={_short(v)}" for k, v in shot.best["params"].items())
-        lines.append(Text(f"Best: trial {shot.best['number']}, value {shot.best['value']:.4f}  {params}"))
+        front = f" (of a Pareto front of {shot.best['front']})" if "front" in shot.best else ""
+        lines.append(Text(f"Best: trial {shot.best['number']}, value {shot.best['value']:.4f}{front}  {params}"))
     if shot.running:
         table = Table("trial", "epoch", "worker", "gpu", "running", "heartbeat", box=None, pad_edge=False)
         for r in shot.running:

@@ -103,6 +103,49 @@ def torchvision_state(ref: str, url: str) -> dict[str, torch.Tensor]:
                         f"{cached.name} (from {url}) in {cached.parent}") from None
 
 
+def torchvision_weights_file(name: str) -> Path:
+    """Where torch keeps the default weights of torchvision model `name` once downloaded."""
+    import torchvision.models
+
+    url = torchvision.models.get_model_weights(name).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+
+
+def pretrained_at_hand(name: str) -> str | None:
+    """None when the default weights of torchvision model `name` are cached or can be downloaded now (they are
+    then cached); else why not, in a few words."""
+    import torchvision.models
+
+    if torchvision_weights_file(name).exists():
+        return None
+    try:
+        torchvision_state(f"torchvision:{name}", torchvision.models.get_model_weights(name).DEFAULT.url)
+    except TuneError as e:
+        return str(e)
+    return None
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of the model's classification head: timm's `get_classifier()`, else the last linear layer
+    (torchvision's fc / classifier[-1])."""
+    for module in model.modules():
+        get_classifier = getattr(module, "get_classifier", None)
+        if callable(get_classifier) and isinstance(get_classifier(), nn.Module):
+            return list(get_classifier().parameters())
+    linear = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return list(linear[-1].parameters()) if linear else []
+
+
+def parameter_groups(model: nn.Module, lr: float, backbone_lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups: the head at `lr`, the rest (a pretrained backbone) at `lr * backbone_lr`."""
+    head = {id(p) for p in head_parameters(model)}
+    if backbone_lr == 1 or not head:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    params = list(model.parameters())
+    return [{"params": [p for p in params if id(p) not in head], "lr": lr * backbone_lr},
+            {"params": [p for p in params if id(p) in head], "lr": lr}]
+
+
 def load_matching(net: nn.Module, state: dict[str, torch.Tensor], ref: str) -> None:
     """Load the tensors of `state` that fit `net` (all but the resized head, normally)."""
     own = net.state_dict()

@@ -67,4 +67,32 @@ def bncnn(shape: tuple[int, int, int], num_classes: int, dropout: float, width: 
     return _classifier(nn.Sequential(*layers), shape, (128,), num_classes, dropout)
 
 
-FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet, "bncnn": bncnn}
+class _Residual(nn.Module):
+    """A basic residual block: two 3x3 convolutions with batch norm, the first strided, and a 1x1 strided
+    projection as the shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(),
+                                  nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out))
+        self.shortcut: nn.Module = nn.Identity() if stride == 1 and c_in == c_out else nn.Sequential(
+            nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(self.body(x) + self.shortcut(x))
+
+
+def rescnn(shape: tuple[int, int, int], num_classes: int, dropout: float, width: int = 32,
+           depth: int = 3) -> nn.Sequential:
+    """The photo family: a strided 3x3 stem of `width` channels, then `depth` residual blocks, the i-th of
+    `width` * 2**i channels (each after the first halving the resolution), global average pooling, dropout and
+    the output layer. Its parameters do not depend on the image size and its cost grows linearly with the pixels,
+    so one architecture serves 32-px and 224-px photos (the benchmark families flatten the last feature map)."""
+    layers: list[nn.Module] = [nn.Conv2d(shape[0], width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+    for i in range(depth):
+        layers.append(_Residual(width * 2 ** max(0, i - 1), width * 2 ** i, 1 if i == 0 else 2))
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
+                         nn.Linear(width * 2 ** (depth - 1), num_classes))
+
+
+FAMILIES = {"mlp": mlp, "cnn": cnn, "convnet": convnet, "bncnn": bncnn, "rescnn": rescnn}

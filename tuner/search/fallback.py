@@ -1,7 +1,7 @@
 """The first `tune start` works anywhere: when the default study's dataset (Fashion-MNIST) is neither in the
 default data directory nor downloadable, it searches the sample bundled with tune instead, in a study named for the
 sample, and says so. Anything the user chose (a study, a spec, a dataset, a data directory given now or recorded by
-the study) keeps the one-line error."""
+the study) keeps the one-line error, which names the sample as a way out."""
 
 from __future__ import annotations
 
@@ -39,8 +39,11 @@ def falls_back_to_sample(prepare: Callable[P, R]) -> Callable[P, R]:
         except DataUnavailable as e:
             sample = sample_for(e.dataset)
             chosen = args or any(kwargs.get(name) is not None for name in CHOSEN)
-            if sample is None or chosen or Path(e.root) != default_data_dir().expanduser():
+            if sample is None:
                 raise
+            if chosen or Path(e.root) != default_data_dir().expanduser():
+                raise DataUnavailable(f"{e}; or search the sample bundled with tune: --dataset {sample}",
+                                      e.dataset, e.root, e.reason) from None
             print(fallback_line(e, sample), file=sys.stderr)
             kwargs["dataset"] = sample
             return prepare(*args, **kwargs)

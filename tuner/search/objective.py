@@ -1,4 +1,9 @@
-"""The Optuna objective: sample a run config, train it, report each epoch, prune, and record the outcome."""
+"""The Optuna objective: sample a run config, train it, report each epoch, prune, and record the outcome.
+
+In a multi-objective study (the spec's `objectives`) it returns the metric with the model's latency and/or size;
+Optuna has no pruning there (`trial.report` and `should_prune` refuse such studies), so each epoch's value is
+written to the storage directly, for the dashboard's curves, and only tune's own rules stop a trial: its
+constraints before training and the stuck rule (tuner.search.stuck). The median pruner (or any) is not asked."""
 
 from __future__ import annotations
 
@@ -15,7 +20,9 @@ from tuner.datasets import Splits
 from tuner.errors import TrialFailed
 from tuner.record import REASON, SECONDS_ATTR, SEED_ATTR, TEST_ATTR, record_trial_start
 from tuner.search.checkpoints import trial_checkpoint
+from tuner.search.constraints import check_deployment, objective_values
 from tuner.search.space import sample_config
+from tuner.search.stuck import Chance, stuck
 from tuner.ship.artifacts import keep_weights
 from tuner.spec import StudySpec
 from tuner.train import Diverged, Epoch, fit
@@ -46,19 +53,35 @@ class Objective:
         self.seed = seed
         self.on_epoch = on_epoch
         self.on_batch = on_batch
+        # `pruner: none` runs every trial to its last epoch: no stuck rule either
+        self.chance = Chance.of(splits.val.y, splits.num_classes) if spec.pruner != "none" else None
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         seed = trial_seed(trial, self.seed)
         config = sample_config(trial, self.spec, seed)
         input_info = self.splits.input_info()
         record_trial_start(trial, config, seed, torch.get_num_threads(), input_info)
+        measured = check_deployment(trial, self.spec, config, self.splits)  # an infeasible model: pruned untrained
+        several = bool(self.spec.objectives)  # a multi-objective study: Optuna prunes nothing
+
+        history: list[Epoch] = []
 
         def report(epoch: Epoch, prune: bool = True) -> None:
-            trial.report(epoch.metric(self.spec.metric), epoch.epoch)
+            if several:  # Optuna's report refuses multi-objective studies; the dashboard still plots the curve
+                trial.storage.set_trial_intermediate_value(trial._trial_id, epoch.epoch, epoch.metric(self.spec.metric))
+            else:
+                trial.report(epoch.metric(self.spec.metric), epoch.epoch)
+            history.append(epoch)
             if self.on_epoch is not None:
                 self.on_epoch(trial, epoch)
+            if not prune:
+                return
+            reason = None if self.chance is None else stuck(history, self.chance, config.epochs)
+            if reason is not None:
+                trial.set_user_attr(REASON, reason)
+                raise optuna.TrialPruned(reason)
             # After the last epoch the work is done: the trial completes with its value, whatever the pruner says.
-            if prune and epoch.epoch < config.epochs and trial.should_prune():
+            if not several and epoch.epoch < config.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch.epoch}")
 
         # A retry goes on from its original's checkpoint; the checkpoint is deleted when the trial ends for good.
@@ -87,4 +110,4 @@ class Objective:
         trial.set_user_attr(SECONDS_ATTR, round(result.seconds, 3))
         value = result.history[-1].metric(self.spec.metric)
         keep_weights(trial, result.model, value, self.keep_top, config, input_info)
-        return value
+        return objective_values(self.spec, value, measured)

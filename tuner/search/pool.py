@@ -241,7 +241,7 @@ def run_pool(study: optuna.Study, job: WorkerJob, slots: list[str | None], conso
     a worker stopped with an error.
     """
     pool = Pool(study, job, slots, Budget(job.run_trials, multiprocessing.get_context("spawn")), console)
-    progress = PoolProgress(study, job.run, pool.reaped, job.run_trials, job.spec.epochs, console)
+    progress = PoolProgress(study, job.run, pool.reaped, job.run_trials, job.spec.epochs, console, job.deadline)
     with progress, sigterm_as_interrupt(runs_trials=False):
         try:
             if not _flat(stop, study, pool.budget):

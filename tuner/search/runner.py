@@ -22,17 +22,18 @@ from tuner.record import (
     trial_note,
 )
 from tuner.search.checkpoints import sweep as sweep_checkpoints
+from tuner.search.constraints import constraints_line
 from tuner.search.gpus import threads_per_worker
 from tuner.search.interrupts import sigterm_as_interrupt
 from tuner.search.objective import Objective as TrainingObjective
-from tuner.search.pool import run_pool
-from tuner.search.progress import SearchProgress
+from tuner.search.pool import WorkersFailed, run_pool
+from tuner.search.progress import SearchProgress, clock
 from tuner.search.session import Session
-from tuner.search.stopping import FlatStop, stopped_record
+from tuner.search.stopping import FlatStop, best_of, stopped_record
 from tuner.search.trial_loop import Budget, Objective, new_run_id, run_trials, tagged
 from tuner.search.worker import WorkerJob
 from tuner.spec import StudySpec
-from tuner.storage import public_url, reap_stale_trials
+from tuner.storage import first_value, is_multi_objective, public_url, reap_stale_trials
 
 
 def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials: int | None,
@@ -46,7 +47,7 @@ def run_search(study: optuna.Study, spec: StudySpec, splits: Splits, *, n_trials
     """
     console = console or Console(stderr=True)
     deadline = None if timeout is None else time.time() + timeout
-    with SearchProgress(study, n_trials, spec.epochs, console) as progress, sigterm_as_interrupt():
+    with SearchProgress(study, n_trials, spec.epochs, console, deadline) as progress, sigterm_as_interrupt():
         objective = TrainingObjective(spec, splits, seed, on_epoch=progress.on_epoch, keep_top=keep_top,
                                       on_batch=progress.on_batch)
         run_trials(study, tagged(objective, run=run_id or new_run_id(), trials=n_trials,
@@ -63,20 +64,49 @@ def run(session: Session, slots: list[str | None], *, n_trials: int | None, time
     the start, by `prepare`, and again at the end."""
     console = console or Console(stderr=True)
     stop = FlatStop(session.spec.metric, session.validation_images) if session.spec.stop_when_flat else None
-    if slots == [None]:
-        assert session.splits is not None, "an in-process session holds its data"
-        run_search(session.study, session.spec, session.splits, n_trials=n_trials, timeout=timeout, seed=seed,
-                   keep_top=keep_top, console=console, run_id=session.run_id, stop=stop)
-    else:
-        run_pool(session.study, worker_job(session, slots, n_trials=n_trials, timeout=timeout, seed=seed,
-                                           keep_top=keep_top, objective=objective), slots, console, stop)
+    if session.study.user_attrs.get(STOPPED_ATTR):  # a search runs again: an earlier flat stop is history
+        session.study.set_user_attr(STOPPED_ATTR, None)
+    session.asked, started = n_trials, time.time()
+    try:
+        if slots == [None]:
+            assert session.splits is not None, "an in-process session holds its data"
+            run_search(session.study, session.spec, session.splits, n_trials=n_trials, timeout=timeout, seed=seed,
+                       keep_top=keep_top, console=console, run_id=session.run_id, stop=stop)
+        else:
+            run_pool(session.study, worker_job(session, slots, n_trials=n_trials, timeout=timeout, seed=seed,
+                                               keep_top=keep_top, objective=objective), slots, console, stop)
+    except KeyboardInterrupt:
+        session.ended = f"interrupted (Ctrl-C or SIGTERM) after {_ran_text(session)}"
+        raise
+    except WorkersFailed:
+        session.ended = f"a worker failed, after {_ran_text(session)}"
+        raise
+    session.ended = ending(session, stop, timeout, time.time() - started)
     reap_stale_trials(session.study)
     sweep_checkpoints(session.study)
     if stop is not None and stop.reason is not None:
         session.stopped = stop.reason
         session.study.set_user_attr(STOPPED_ATTR, stopped_record(stop.reason, session.study))
-    elif session.study.user_attrs.get(STOPPED_ATTR):  # an earlier flat stop no longer describes the study
-        session.study.set_user_attr(STOPPED_ATTR, None)
+
+
+def _ran_text(session: Session) -> str:
+    asked = session.asked
+    ran = 0 if asked is None else asked - trials_left(session, asked)
+    return f"{ran} of {asked} trials" if asked is not None else "its trials"
+
+
+def ending(session: Session, stop: FlatStop | None, timeout: float | None, seconds: float) -> str:
+    """Why a search that returned ended: flat, its trials done, or --timeout (and by how much its last trial
+    outlasted it)."""
+    if stop is not None and stop.reason is not None:
+        return stop.reason
+    asked = session.asked
+    left = 0 if asked is None else trials_left(session, asked)
+    if timeout is None or seconds < timeout or not left:
+        return f"trials done: {_ran_text(session)} ran" if asked is not None else "no trial left to run"
+    over = f", the last one running on {clock(seconds - timeout)} past it to its end" if seconds > timeout + 1 else ""
+    return (f"timeout: --timeout {timeout:g} s passed after {_ran_text(session)}{over} (the search took "
+            f"{clock(seconds)}); {left} never started. Run them: {resume_command(session, left)}")
 
 
 def worker_job(session: Session, slots: list[str | None], *, n_trials: int | None, timeout: float | None,
@@ -166,10 +196,8 @@ def opening(session: Session) -> list[str]:
 
 
 def _best_text(study: optuna.Study) -> str:
-    try:
-        return f"best {study.best_value:.4f}"
-    except ValueError:
-        return "no completed trial yet"
+    best = best_of(study)
+    return "no completed trial yet" if best is None else f"best {first_value(best):.4f}"
 
 
 def summary(session: Session) -> str:
@@ -178,27 +206,42 @@ def summary(session: Session) -> str:
     counts = Counter(t.state.name for t in study.trials)
     lines = [f"Study {session.spec.name!r} in {public_url(session.storage_url)}",
              f"Trials: {len(study.trials)} (" + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + ")"]
-    try:
-        best = study.best_trial
-    except ValueError:
+    best = best_of(study)  # a multi-objective study's: the most accurate trial of its Pareto front
+    if best is None:
         lines.append("Best: no trial completed yet")
     else:
         test = best.user_attrs.get(TEST_ATTR)
         test_text = f", test accuracy {test:.4f}" if test is not None else ""
-        lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {best.value:.4f}{test_text}")
+        if is_multi_objective(study):
+            lines.append(f"Pareto front: {len(study.best_trials)} trial(s) of {', '.join(study.metric_names or [])}"
+                         f"; the best {session.spec.metric} of it:")
+        lines.append(f"Best: trial {best.number}, validation {session.spec.metric} {first_value(best):.4f}"
+                     f"{_objectives_text(study, best)}{test_text}")
         lines.append("  " + " ".join(f"{k}={_param_text(v)}" for k, v in best.params.items()))
+    deployment = constraints_line(study, session.spec.constraints)  # tuner.search.constraints
+    if deployment is not None:
+        lines.append(deployment)
     if session.stopped:
         lines.append(f"Stopped: {session.stopped}. To search on anyway: {resume_command(session)} "
                      "--no-stop-when-flat")
+    elif session.ended:
+        lines.append(f"Stopped: {session.ended}")
     if counts.get("WAITING"):
         lines.append(f"Queued:  {counts['WAITING']} trial(s) wait with fixed params (retries of interrupted trials, "
                      "or of trials whose worker died, each from its checkpoint; or warm-start trials): the next run "
                      "starts with them")
     flag = _storage_flag(session)
     lines += [f"Inspect: tune show {name}{flag}   |   tune dashboard{flag}",
-              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml{_data_flag(session)}",
-              f"Resume:  {resume_command(session)}"]
+              f"Export:  tune export {name}{flag} -o best.yaml && tune train best.yaml{_data_flag(session)}"]
+    if not (session.ended or "").startswith("interrupted"):  # else the interrupt's note says how to go on
+        lines.append(f"Resume:  {resume_command(session)}")
     return "\n".join(lines)
+
+
+def _objectives_text(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """", p95_latency_ms 0.0512" for the objectives after the metric (none in a single-objective study)."""
+    names = study.metric_names or []
+    return "".join(f", {name} {value:.4g}" for name, value in zip(names[1:], (trial.values or [])[1:], strict=False))
 
 
 def _param_text(value: object) -> str:

@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 import optuna
 
+from tuner.search.constraints import constraint_values
 from tuner.spec import SpecError, StudySpec
 
 T = TypeVar("T")
@@ -31,6 +32,8 @@ def make_sampler(spec: StudySpec, seed: int | None) -> optuna.samplers.BaseSampl
         "qmc": (samplers.QMCSampler, {"warn_independent_sampling": False, "warn_asynchronous_seeding": False}),
     }
     cls, options = defaults[spec.sampler]
+    if spec.sampler == "tpe" and spec.constraints.active and not hasattr(optuna.trial.Trial, "set_constraint"):
+        options = {**options, "constraints_func": constraint_values}  # Optuna 4: constraints through the sampler
     return _construct("sampler", spec.sampler, cls, {"seed": seed, **options, **spec.sampler_options})
 
 

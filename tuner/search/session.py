@@ -22,6 +22,8 @@ from tuner.record import (
 )
 from tuner.search.checkpoints import sweep as sweep_checkpoints
 from tuner.search.fallback import falls_back_to_sample
+from tuner.search.names import unknown_study_line
+from tuner.search.photos import photo_defaults
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.search.trial_loop import new_run_id
 from tuner.search.warm_start import apply_warm_start, check_new, plan_warm_start
@@ -67,16 +69,23 @@ class Session:
     run_id: str = field(default_factory=new_run_id)  # this invocation, recorded on each of its trials
     validation_images: int | None = None  # the noise of validation accuracy, for --stop-when-flat
     stopped: str | None = None  # why --stop-when-flat ended this invocation's search
+    ended: str | None = None  # why this invocation's search ended, for its summary (tuner.search.runner)
+    asked: int | None = None  # the trials this invocation was asked to run
 
 
-# Fields whose change would make a study's trial values incomparable: other data, split, metric, model or epochs.
-IDENTITY_FIELDS = ("dataset", "image_size", "validation", "split_seed", "metric", "model", "pretrained", "epochs")
-FLAGS = {"dataset": "--dataset", "image_size": "--image-size", "model": "--model", "epochs": "--epochs"}
+# Fields whose change would make a study's trial values incomparable: other data, split, metric, model, epochs or
+# objectives (the study's directions).
+IDENTITY_FIELDS = ("dataset", "image_size", "validation", "split_seed", "metric", "model", "pretrained", "epochs",
+                   "objectives")
+FLAGS = {"dataset": "--dataset", "image_size": "--image-size", "model": "--model", "epochs": "--epochs",
+         "objectives": "--objectives"}
 # Fields a resumed study may change, and say so: how trials are sampled, pruned and compiled; ranges of the space.
-SETTINGS = ("sampler", "sampler_options", "pruner", "pruner_options", "compile", "stop_when_flat")
+SETTINGS = ("sampler", "sampler_options", "pruner", "pruner_options", "compile", "stop_when_flat", "constraints")
 
 
 def _identity(spec: StudySpec, field_name: str) -> Any:
+    if field_name == "objectives":  # what the study's values are: val_accuracy,p95_latency_ms
+        return ",".join(spec.metric_names)
     return spec.models() if field_name == "model" else getattr(spec, field_name)
 
 
@@ -93,10 +102,12 @@ def check_resume(name: str, stored: StudySpec, spec: StudySpec, flags: dict[str,
         if old == new or (field_name == "image_size" and old is None):
             continue  # pinning the default image size is checked against the images the study recorded
         flag, given = FLAGS.get(field_name), (flags or {}).get(field_name)
+        given = (",".join(given) or spec.metric) if isinstance(given, tuple) else given
         if flag is not None and given is not None:
+            study = f"--study {name}-{given}" if field_name == "image_size" else "--study NAME"
             raise TuneError(f"{flag} {given}: study {name!r} was created with {field_name} "
                             f"{_shown(old)}: its trials would not be comparable; resume without {flag}, or use a "
-                            "new --study NAME")
+                            f"new {study}")
         raise TuneError(f"study {name!r} was created with {field_name} {_shown(old)}, not {_shown(new)}: its "
                         "trials would not be comparable; use a new --study NAME")
     for param in set(stored.search) & set(spec.search):
@@ -125,17 +136,29 @@ def _data_device(device: str, in_process: bool) -> str:
     return str(resolve_device(device)) if in_process else "cpu"
 
 
-def check_same_input(name: str, recorded: dict[str, Any] | None, splits: Splits) -> None:
+def check_same_input(name: str, recorded: dict[str, Any] | None, splits: Splits,
+                     image_size: int | None = None) -> None:
     """Refuse data whose images or classes differ from those study `name` was created on (a folder that gained a
-    class or a colour image, or whose default image size moved): its trials would not be comparable."""
+    class or a colour image, or whose default image size moved): its trials would not be comparable. `image_size`:
+    the --image-size given now, if one was."""
     if not recorded:
         return
     now = splits.input_info()
     for key, what in (("classes", "classes"), ("shape", "image shape"), ("preprocess", "preprocessing")):
         if key in recorded and recorded[key] != now[key]:
-            raise TuneError(f"study {name!r} was created on {what} {_short(recorded[key])}, the data now gives "
-                            f"{_short(now[key])}: its trials would not be comparable; use a new --study NAME, or "
-                            "pin the image size with --image-size")
+            problem = (f"study {name!r} was created on {what} {_short(recorded[key])}, the data now gives "
+                       f"{_short(now[key])}: its trials would not be comparable")
+            raise TuneError(f"{problem}; {_input_fix(name, key, recorded[key], now[key], image_size)}")
+
+
+def _input_fix(name: str, key: str, old: Any, new: Any, image_size: int | None) -> str:
+    """The way on from other input: for another image size, the study's size or a new study named for the size."""
+    if key != "shape" or len(old) != 3 or len(new) != 3 or old[0] != new[0]:
+        return "use a new --study NAME"
+    study = f"start a new study for this size: --study {name}-{new[1]}"
+    if image_size is not None:
+        return f"resume without --image-size {image_size} (the study's images are {old[1]} px), or {study}"
+    return f"resume with --image-size {old[1]} (the study's images), or {study}"
 
 
 def _short(value: object) -> str:
@@ -233,16 +256,26 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     file_spec = load_spec(spec_file) if spec_file is not None else None
     name = study_name_for(study_name, file_spec, overrides.get("dataset"))
     existing = find_study(name, storage) if storage is not None else None
+    if existing is None and study_name is not None and storage is not None:  # a typo must not pass unsaid
+        line = unknown_study_line(study_name, storage, url)
+        if line is not None:
+            print(line, file=sys.stderr)
     stored = stored_spec(existing) if existing is not None else None
     spec = resolve_spec(name, file_spec, stored, **overrides)
+    photo_lines: list[str] = []  # said once the data has loaded
+    if stored is None:  # a new study of a folder: pretrained or not, its image size (tuner.search.photos)
+        spec, photo_lines = photo_defaults(spec, resolve_device(device), file_spec is None and
+                                           overrides.get("model") is None)
     if stored is not None:
         check_resume(name, stored, spec, {k: v for k, v in overrides.items() if v is not None})
     # a flag overrides the folder a resumed study was started with
     used_dir = data_dir or (recorded_data_dir(existing) if existing is not None else None)
     splits = splits_for(spec, used_dir, _data_device(device, in_process))  # before the study
     if existing is not None:
-        check_same_input(name, existing.user_attrs.get(INPUT_ATTR), splits)
+        check_same_input(name, existing.user_attrs.get(INPUT_ATTR), splits, overrides.get("image_size"))
     check_models(spec, splits)
+    for line in photo_lines:
+        print(line, file=sys.stderr)
     warm = None  # what --warm-start takes from the other study, checked before this study is written
     if warm_start is not None and check_new(name, warm_start, existing):
         warm = plan_warm_start(warm_start, warm_start_storage or url, name=name, storage_url=url, spec=spec,

@@ -29,6 +29,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.record import is_prior
+from tuner.storage import first_value, is_multi_objective, maximizes
 
 MIN_TRIALS = 20  # the least patience: a search is never judged flat before 21 trials failed to improve it
 NoiseOf = Callable[[float], float]  # the noise of a measured value
@@ -52,14 +53,33 @@ def stagnation(trials: Sequence[FrozenTrial], best: FrozenTrial | None) -> Stagn
     """Since `best` (the study's best trial) completed; None before one did, or when no trial finished since."""
     if best is None or best.datetime_complete is None:
         return None
-    after = [t.datetime_complete for t in trials if t.datetime_complete is not None and not is_prior(t)
-             and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete > best.datetime_complete]
+    since = best.datetime_complete
+    after = [t for t in trials if t.datetime_complete is not None and not is_prior(t)
+             and t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.datetime_complete > since]
     if not after:
         return None
-    return Stagnation(len(after), (max(after) - best.datetime_complete).total_seconds())
+    spans = [(max(since, t.datetime_start or since), t.datetime_complete) for t in after
+             if t.datetime_complete is not None]
+    return Stagnation(len(after), busy_seconds(spans, since))
+
+
+def busy_seconds(spans: Sequence[tuple[datetime, datetime]], start: datetime) -> float:
+    """Seconds after `start` during which at least one of the (start, end) spans ran: trials running side by side
+    count once, and the time the study sat idle (between two searches) not at all."""
+    busy, end = 0.0, start
+    for first, last in sorted(spans):
+        if last > end:
+            busy += (last - max(first, end)).total_seconds()
+            end = last
+    return busy
 
 
 def best_of(study: optuna.Study) -> FrozenTrial | None:
+    """The study's best trial (of those that met its constraints); in a multi-objective study, the trial of its
+    Pareto front with the best metric (the first objective). None before one completed."""
+    if is_multi_objective(study):
+        sign = 1.0 if maximizes(study) else -1.0
+        return max(study.best_trials, key=lambda t: (sign * (first_value(t) or 0.0), -t.number), default=None)
     try:
         return study.best_trial
     except ValueError:
@@ -131,12 +151,23 @@ class FlatStop:
         self._seen = finished
         at = plateau(trials, study.direction, self.noise)
         if at is not None and at.since > at.patience:
-            self.reason = (f"flat: no trial beat trial {at.trial}'s {at.value:.4f} by more than {at.noise:.4f}, "
-                           f"{self.noise_text}, in the {at.since} trials since; " + (
-                               f"it took {at.tries} to get there (the search stops after as many more, and at "
-                               f"least {MIN_TRIALS})" if at.tries else
-                               f"it came with the warm start (the search stops after {MIN_TRIALS} more)"))
+            self.reason = flat_reason(at, best_of(study), self.noise_text)
         return self.reason
+
+
+def flat_reason(at: Plateau, best: FrozenTrial | None, noise_text: str) -> str:
+    """Why a search is flat, said from its best trial (which may have beaten the last improvement by less than the
+    noise, and so not count as one)."""
+    if best is None or best.number == at.trial or best.value is None:
+        what = (f"no trial beat the best, trial {at.trial} ({at.value:.4f}), by more than {at.noise:.4f}, "
+                f"{noise_text}, in the {at.since} trials since")
+    else:
+        what = (f"the best, trial {best.number} ({best.value:.4f}), is within {at.noise:.4f} of trial {at.trial} "
+                f"({at.value:.4f}), {noise_text}, and no trial beat trial {at.trial} by more in the {at.since} "
+                "trials since")
+    return f"flat: {what}; " + (
+        f"it took {at.tries} to get there (the search stops after as many more, and at least {MIN_TRIALS})"
+        if at.tries else f"it came with the warm start (the search stops after {MIN_TRIALS} more)")
 
 
 def stopped_record(reason: str, study: optuna.Study) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from tuner.storage import public_url, rdb
 
 DATABASE_PATIENCE = 60.0  # seconds a worker waits for a lost database before it gives up
 
-Objective = Callable[[optuna.Trial], float]
+Objective = Callable[[optuna.Trial], float | tuple[float, ...]]  # a tuple: a multi-objective study
 
 
 def worker_name(pid: int | None = None) -> str:
@@ -101,7 +101,7 @@ class Tagged:
         self.started = 0  # trials this process started: the objective runs only once a trial exists
         self.trial_id: int | None = None  # the storage id of the last of them
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         self.started += 1
         self.trial_id = trial._trial_id
         Interrupts.in_objective = True

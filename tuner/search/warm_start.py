@@ -62,7 +62,7 @@ def space_of(spec: StudySpec) -> dict[str, BaseDistribution]:
 def _fitted(name: str, value: Any, domain: Domain | None) -> tuple[Any, str | None]:
     """(`value` fitted to `domain`, or None to leave it to the sampler; a line when it had to change)."""
     if domain is None:
-        return None, f"{name}={value!r} is not searched by this study: left out"
+        return None, f"{name} is not searched by this study: left out"
     if isinstance(domain, Fixed):
         return None, None if domain.value == value else f"{name} is fixed at {domain.value!r} here, not {value!r}"
     if isinstance(domain, Choices):
@@ -126,6 +126,9 @@ def _source(name: str, storage_url: str) -> _Source:
         raise TuneError(f"--warm-start {name}: {e}") from None
     try:
         study = load_study(name, storage)
+        if len(study.directions) > 1:
+            raise TuneError("a study with several objectives has no single ranking to warm-start from; name a "
+                            "single-objective study")
         return _Source(study.user_attrs, study.direction, study.get_trials(deepcopy=False))
     except TuneError as e:
         raise TuneError(f"--warm-start {name}: {e}") from None
@@ -158,6 +161,9 @@ def plan_warm_start(source: str, source_url: str, *, name: str, storage_url: str
     `source_url`; a one-line TuneError when nothing can be taken or the studies are not on the same data."""
     if source == name and public_url(source_url) == public_url(storage_url):
         raise TuneError(f"--warm-start {source}: a study cannot warm-start itself; name another study")
+    if spec.objectives:
+        raise TuneError(f"--warm-start {source}: a study with objectives {','.join(spec.objectives)} starts without "
+                        "one (its trials' values are the metric, latency and size): drop --warm-start")
     other = _source(source, source_url)
     other_spec = _check_source(source, other, spec, splits)
     completed = [t for t in other.trials if t.state == TrialState.COMPLETE and t.value is not None]
@@ -168,16 +174,19 @@ def plan_warm_start(source: str, source_url: str, *, name: str, storage_url: str
     alike = [t for t in completed if _in_space(t, space)] if _alike(other_spec, spec) else []
     plan.prior = [_in_new_space(t, space, source) for t in alike]
     added = {t.number for t in alike}
+    noted: dict[str, list[int]] = {}  # each note once, with the trials it concerns
     for trial in _best_first([t for t in completed if t.number not in added], other.direction)[:top]:
         params: dict[str, Any] = {}
         for param, value in trial.params.items():
             fitted, note = _fitted(param, value, spec.search.get(param))
             if note is not None:
-                plan.notes.append(f"warm start: trial {trial.number} of {source}: {note}")
+                noted.setdefault(note, []).append(trial.number)
             if fitted is not None:
                 params[param] = fitted
         if params and params not in [p for _, p in plan.queued]:
             plan.queued.append((trial.number, params))
+    plan.notes = [f"warm start: trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))} of {source}: "
+                  f"{note}" for note, numbers in noted.items()]
     if not plan.queued and not plan.prior:
         raise TuneError(f"--warm-start {source}: nothing to enqueue: none of its best {top} trials has a value this "
                         f"study can use ({'; '.join(n.split(': ', 2)[-1] for n in plan.notes[:3])})")

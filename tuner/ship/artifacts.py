@@ -23,9 +23,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import one_line
-from tuner.record import WEIGHTS_ERROR
-from tuner.ship.checkpoint import WEIGHTS_FILE, save
-from tuner.storage import data_home, sqlite_path
+from tuner.record import WEIGHTS_ERROR, WEIGHTS_FILE
+from tuner.storage import data_home, maximizes, sqlite_path
 
 if TYPE_CHECKING:
     from optuna.artifacts import FileSystemArtifactStore
@@ -94,7 +93,7 @@ def kept_weights(study: optuna.Study) -> list[Kept]:
 
 def _rank_key(study: optuna.Study) -> Callable[[Kept], tuple[float, int]]:
     """Sorts kept weights best first; ties go to the earlier trial."""
-    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    sign = -1.0 if maximizes(study) else 1.0  # by the metric, the first objective of a multi-objective study
     return lambda k: (sign * k.value, k.trial_id)
 
 
@@ -113,6 +112,8 @@ def ranked_weights(study: optuna.Study) -> tuple[list[Kept], list[Kept]]:
 def _upload(trial: optuna.Trial, model: nn.Module, value: float, store: FileSystemArtifactStore,
             config: RunConfig, input_info: Mapping[str, Any]) -> str:
     """Write the weights to the store, then list them on the trial: the dashboard never lists a half-written file."""
+    from tuner.ship.checkpoint import save  # torch: not for the dashboard, which only serves the files
+
     artifact_id = str(uuid.uuid4())
     origin = {"study": trial.study.study_name, "trial": str(trial.number), "value": repr(value)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,8 @@
 """The model card: README.md beside the weights of a `tune train` run, for the colleague who gets the folder.
 
 What the model is, how it was chosen, how it scores, how it was trained, and how to use it, from what the run
-knows (config, export provenance, metrics, input); nothing is measured here.
+knows (config, export provenance, metrics with the latency measured by tune train, input); nothing is measured
+here.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from tuner.spec import RunConfig
+from tuner.spec.constraints import Constraints
 
 MAX_CONFUSION_CLASSES = 20  # a bigger confusion matrix stays in metrics.json
 
@@ -103,6 +105,28 @@ def _members(metrics: dict[str, Any]) -> list[str]:
                                    "`metrics.json`.", ""]
 
 
+def _deployment(metrics: dict[str, Any]) -> list[str]:
+    """Latency and size as measured on the trained model (tuner.ship.deploy.production_proof), and whether it meets
+    the constraints of the study it came from."""
+    section = metrics.get("deployment") or {}
+    measured = section.get("measured")
+    if not isinstance(measured, dict):
+        return []
+    ms, env = measured["latency_ms"], measured.get("environment") or {}
+    size = f"; ONNX file {measured['size_bytes'] / 1e6:.3g} MB" if measured.get("size_bytes") else ""
+    lines = ["## Latency and size", "",
+             f"One batch of {measured['batch']} on {measured['runtime']} with {measured['threads']} CPU thread(s), "
+             f"{measured['runs']} timed calls after a warm-up: p50 {ms['p50']:.3g} ms, p95 {ms['p95']:.3g} ms, p99 "
+             f"{ms['p99']:.3g} ms; {measured['params']:,} parameters{size}. Measured on {env.get('cpu')} "
+             f"(load per core {env.get('load')}; environment fingerprint `{measured.get('fingerprint')}`): "
+             "latency holds for that machine and thread count.", ""]
+    if section.get("constraints"):
+        verdict = "meets them" if section.get("meets") else "**BREAKS them**"
+        limits = Constraints.from_dict(section["constraints"])
+        lines += [f"The study it came from was constrained to {limits}: this model {verdict}.", ""]
+    return lines
+
+
 def _trained(config: RunConfig, metrics: dict[str, Any]) -> list[str]:
     data = "train + validation" if metrics.get("full_train") else "the trial's training split"
     when = metrics.get("trained", "")
@@ -138,4 +162,5 @@ def model_card(out_dir: Path, config: RunConfig, provenance: dict[str, Any], met
     intro = ["", "Trained by `tune` (hyperparameters searched with Optuna); every figure below is from "
              "`metrics.json` and `config.yaml` in this folder.", ""]
     return "\n".join([title, *intro, *_what(config, metrics, input_info), *_chosen(provenance),
-                      *_scores(metrics), *_members(metrics), *_trained(config, metrics), *_use(Path(out_dir))])
+                      *_scores(metrics), *_members(metrics), *_deployment(metrics), *_trained(config, metrics),
+                      *_use(Path(out_dir))])

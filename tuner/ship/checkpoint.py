@@ -28,12 +28,12 @@ from torch import nn
 
 from tuner.errors import TuneError, one_line
 from tuner.fileio import as_new_files_are
+from tuner.record import WEIGHTS_FILE as WEIGHTS_FILE  # of `tune train` runs and of kept trial weights
 from tuner.spec import RunConfig, SpecError
 
 if TYPE_CHECKING:
     import torch
 
-WEIGHTS_FILE = "model.safetensors"  # the weights of `tune train` runs, and of the trials `tune start` keeps
 INPUT_KEYS = ("config", "input_shape", "num_classes", "classes", "preprocess")
 MEMBERS_KEY = "members"  # an ensemble's: [{"config": run config, "trial": N, ...}, ...], in the order of its networks
 RUN_HINT = "give a run folder from `tune train` or a .safetensors file (tune export --with-weights)"

@@ -13,22 +13,23 @@ same logits as the torch model, within TOLERANCE, on a batch of real images and 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import torch
 
 from tuner.errors import TuneError, one_line
 from tuner.ship.checkpoint import Classifier, load_model, weights_path
+from tuner.ship.onnxfile import INPUT_NAME, OUTPUT_NAME, onnx_graph, quiet
+
+if TYPE_CHECKING:
+    from tuner.ship.latency import Measurement
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 TOLERANCE = 1e-4  # largest absolute difference of a logit between the file and torch
 CHECK_IMAGES = 32
-INPUT_NAME, OUTPUT_NAME = "images", "logits"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Converted:
     max_difference: float  # largest absolute logit difference found by the check
     checked: int  # images in the check batch
     inputs: str  # where those images came from
+    measured: Measurement | None = None  # the file's latency (tuner.ship.latency), see `measure_file`
 
 
 def default_output(source: str | Path, to: str) -> Path:
@@ -70,8 +72,8 @@ def check_batch(model: Classifier, images: list[str | Path] | None = None, data_
             from tuner.datasets import load_source
 
             test = load_source(dataset, data_dir).test
-            if test is not None and tuple(test.x.shape[1:]) == tuple(model.input_shape):
-                return test.x[:count].clone(), f"test images of {dataset}"
+            if test is not None and tuple(test.shape) == tuple(model.input_shape):
+                return test.take(slice(0, count))[0].clone(), f"test images of {dataset}"
     except TuneError:
         pass
     generator = torch.Generator().manual_seed(0)
@@ -109,37 +111,11 @@ def _decode_some(inputs: list[str], model: Classifier, count: int) -> torch.Tens
 
 # --- writing
 
-def _quiet() -> contextlib.ExitStack[bool | None]:
-    """The exporters' warnings and progress lines are for torch developers, not for tune's users."""
-    stack = contextlib.ExitStack()
-    stack.enter_context(warnings.catch_warnings())
-    warnings.simplefilter("ignore")
-    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-    return stack
-
-
 def write_onnx(model: Classifier, path: Path, example: torch.Tensor) -> None:
-    """ONNX with a dynamic batch dimension, through torch.export (the TorchScript-based exporter if that fails)."""
-    try:
-        import onnx
-    except ImportError:
-        raise TuneError("--to onnx needs the onnx extra: pip install 'tune[onnx]' (onnx, onnxscript, "
-                        "onnxruntime)") from None
-    network = model.network
-    names: dict[str, Any] = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
-    with _quiet():
-        try:
-            batch = torch.export.Dim("batch")
-            torch.onnx.export(network, (example,), str(path), dynamo=True, verbose=False, external_data=False,
-                              dynamic_shapes=({0: batch},), **names)  # one file: a served model travels alone
-        except Exception:
-            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-            try:
-                torch.onnx.export(network, (example,), str(path), dynamo=False, dynamic_axes=axes, **names)
-            except Exception as e:
-                reason = one_line(e)
-                raise TuneError(f"cannot convert {model.info.config.get('model')} to ONNX ({reason}): try --to "
-                                "torchscript") from None
+    """ONNX with a dynamic batch dimension and the model's metadata."""
+    import onnx
+
+    onnx_graph(model.network, path, example, str(model.info.config.get("model")))
     proto = onnx.load(str(path))
     onnx.helper.set_model_props(proto, metadata(model))
     onnx.save(proto, str(path))
@@ -147,7 +123,7 @@ def write_onnx(model: Classifier, path: Path, example: torch.Tensor) -> None:
 
 def write_torchscript(model: Classifier, path: Path, example: torch.Tensor) -> None:
     """TorchScript by tracing (the check catches a batch size baked into the trace)."""
-    with _quiet():
+    with quiet():
         try:
             traced = torch.jit.trace(model.network, example)
         except Exception as e:
@@ -167,7 +143,7 @@ def onnx_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
 
 
 def torchscript_logits(path: Path, images: torch.Tensor) -> torch.Tensor:
-    with _quiet(), torch.inference_mode():
+    with quiet(), torch.inference_mode():
         return cast(torch.Tensor, torch.jit.load(str(path), map_location="cpu")(images).float())
 
 
@@ -178,7 +154,7 @@ def file_metadata(path: Path, to: str) -> dict[str, str]:
 
         return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     extra = dict.fromkeys(("classes", "input_shape", "preprocess"), "")
-    with _quiet():
+    with quiet():
         torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     return {key: value.decode() if isinstance(value, bytes) else value for key, value in extra.items()}
 
@@ -228,4 +204,31 @@ def convert(source: str | Path, to: str, output: str | Path | None = None, *, da
     finally:
         partial.unlink(missing_ok=True)
         partial.with_name(partial.name + ".data").unlink(missing_ok=True)  # an exporter's external weights
-    return Converted(path, to, worst, len(batch), inputs)
+    return Converted(path, to, worst, len(batch), inputs, measure_file(model, path, to, weights_path(source).parent))
+
+
+def measure_file(model: Classifier, path: Path, to: str, run_dir: Path) -> Measurement:
+    """The converted file timed as served (ONNX Runtime, or torch.jit.load), at the batch and threads of the
+    study's constraints when the run folder's metrics.json has them (else batch 1, one thread); recorded in that
+    metrics.json under deployment.converted.FORMAT when there is one."""
+    from tuner.fileio import write_text
+    from tuner.ship.deploy import constraints_in
+    from tuner.ship.latency import EXPORT_RUNS, measure
+    from tuner.spec.constraints import Constraints
+
+    metrics_file = run_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else None
+    limits = (constraints_in(metrics) if isinstance(metrics, dict) else None) or Constraints()
+    network = model.network
+    if to == "torchscript":
+        with quiet():
+            network = torch.jit.load(str(path), map_location="cpu")
+    measured = measure(network, model.input_shape, batch=limits.latency_batch, threads=limits.latency_threads,
+                       runtime="onnxruntime" if to == "onnx" else "torch", runs=EXPORT_RUNS, name=str(path),
+                       onnx_file=path if to == "onnx" else None, with_size=False)
+    record = {**measured.to_dict(), "file": str(path), "file_bytes": path.stat().st_size}
+    if isinstance(metrics, dict):
+        deployment = metrics.setdefault("deployment", {})
+        deployment.setdefault("converted", {})[to] = record
+        write_text(metrics_file, json.dumps(metrics, indent=2) + "\n")
+    return measured

@@ -27,7 +27,7 @@ from tuner.record import CONFIG_ATTR, DATA_DIR_ATTR, INPUT_ATTR, TEST_ATTR, THRE
 from tuner.spec import RunConfig
 from tuner.spec.refs import BENCHMARKS
 from tuner.spec.run import field_notes
-from tuner.storage import public_url
+from tuner.storage import first_value, maximizes, public_url
 
 if TYPE_CHECKING:
     import optuna
@@ -38,8 +38,8 @@ ENSEMBLE_TOP = 5  # distinct configs an export lists by default (the best and it
 # The config's fields in groups a reader scans top to bottom; fields of RunConfig not named here go under "other".
 FIELD_GROUPS = {
     "data": ("dataset", "image_size", "validation", "split_seed"),
-    "model": ("model", "model_args", "pretrained", "model_dir", "dropout"),
-    "augmentation": ("flip", "translate", "label_smoothing"),
+    "model": ("model", "model_args", "pretrained", "backbone_lr", "model_dir", "dropout"),
+    "augmentation": ("flip", "translate", "crop", "jitter", "label_smoothing", "class_weights"),
     "optimizer": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size"),
     "schedule": ("scheduler", "gamma", "step_size", "warmup", "epochs"),
     "run": ("seed", "metric"),
@@ -132,13 +132,16 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dic
         "study": study.study_name,
         "trial": trial.number,
         "state": trial.state.name,
-        "value": trial.value,
+        "value": first_value(trial),
         "test_accuracy": trial.user_attrs.get(TEST_ATTR),
         "search": search_budget(study),
         "storage": public_url(storage_url),
         "versions": versions(),
         "exported": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if trial.values and len(trial.values) > 1:  # a multi-objective study: each objective's value, by name
+        names = study.metric_names or [f"objective {i}" for i in range(len(trial.values))]
+        out["objectives"] = dict(zip(names, trial.values, strict=False))
     if THREADS_ATTR in trial.user_attrs:
         out["threads"] = trial.user_attrs[THREADS_ATTR]
     if study.user_attrs.get(DATA_DIR_ATTR):  # where the data was: `tune train` reads it there (offline too)
@@ -202,7 +205,8 @@ def render(config: RunConfig, provenance: dict[str, Any], header: list[str],
 
 def export_header(study_name: str, trial: FrozenTrial, path: str) -> list[str]:
     test = trial.user_attrs.get(TEST_ATTR)
-    results = f"value {trial.value:.6g}" if trial.value is not None else f"no value ({trial.state.name})"
+    value = first_value(trial)
+    results = f"value {value:.6g}" if value is not None else f"no value ({trial.state.name})"
     if test is not None:
         results += f", test accuracy {test:.6g}"
     return [f"Run config of trial {trial.number} of study {study_name!r} ({results}), exported by tune.",
@@ -219,19 +223,18 @@ def runners_up(study: optuna.Study, trial: FrozenTrial, count: int) -> list[dict
     """The `count` best complete trials after `trial` whose configs differ from its and from each other's (the
     seed aside), best first, as export file entries: trial, value, test accuracy, and the fields of the config
     that differ from `trial`'s."""
-    from optuna.study import StudyDirection
     from optuna.trial import TrialState
 
     base = trial_config(study.study_name, trial).to_dict()
     seen = [{k: v for k, v in base.items() if k != "seed"}]
-    sign = -1 if study.direction == StudyDirection.MAXIMIZE else 1
+    sign = -1 if maximizes(study) else 1
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: (sign * t.value if t.value is not None else math.inf, t.number))
+                    key=lambda t: (sign * (first_value(t) or 0.0) if t.values else math.inf, t.number))
     found: list[dict[str, Any]] = []
     for other in ranked:
         if len(found) >= count:
             break
-        if other.number == trial.number or CONFIG_ATTR not in other.user_attrs or other.value is None:
+        if other.number == trial.number or CONFIG_ATTR not in other.user_attrs or not other.values:
             continue
         try:
             config = RunConfig.from_dict(other.user_attrs[CONFIG_ATTR]).to_dict()
@@ -241,22 +244,29 @@ def runners_up(study: optuna.Study, trial: FrozenTrial, count: int) -> list[dict
         if key in seen:
             continue
         seen.append(key)
-        found.append({"trial": other.number, "value": other.value, "test_accuracy": other.user_attrs.get(TEST_ATTR),
+        found.append({"trial": other.number, "value": first_value(other),
+                      "test_accuracy": other.user_attrs.get(TEST_ATTR),
                       "config": {k: v for k, v in config.items() if base.get(k) != v}})
     return found
 
 
-def export_text(study: optuna.Study, trial: FrozenTrial, storage_url: str, path: str, top: int = ENSEMBLE_TOP) -> str:
-    """The export file of `trial`, listing the next `top` - 1 distinct configs for ensembles."""
+def export_text(study: optuna.Study, trial: FrozenTrial, storage_url: str, path: str, top: int = ENSEMBLE_TOP,
+                deployment: dict[str, Any] | None = None) -> str:
+    """The export file of `trial`, listing the next `top` - 1 distinct configs for ensembles; `deployment` (the
+    model measured against the study's constraints, tuner.ship.deploy.proof) goes into its provenance."""
     config = trial_config(study.study_name, trial)
-    return render(config, provenance(study, trial, storage_url), export_header(study.study_name, trial, path),
-                  input_section(trial, config), runners_up(study, trial, top - 1))
+    origin = provenance(study, trial, storage_url)
+    if deployment is not None:
+        origin["deployment"] = deployment
+    return render(config, origin, export_header(study.study_name, trial, path), input_section(trial, config),
+                  runners_up(study, trial, top - 1))
 
 
 def export_trial(study: optuna.Study, trial: FrozenTrial, storage_url: str, path: Path,
-                 with_weights: bool = False, top: int = ENSEMBLE_TOP) -> Path | None:
+                 with_weights: bool = False, top: int = ENSEMBLE_TOP,
+                 deployment: dict[str, Any] | None = None) -> Path | None:
     """Write `trial`'s export file to `path`, its kept weights beside it when asked; returns the weights' path."""
-    text = export_text(study, trial, storage_url, str(path), top)
+    text = export_text(study, trial, storage_url, str(path), top, deployment)
     weights = copy_trial_weights(study, trial, path) if with_weights else None
     write_text(path, text)
     return weights

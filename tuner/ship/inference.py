@@ -235,12 +235,24 @@ def predict(model: Classifier | str | Path, images: torch.Tensor | Iterable[str 
         return result
     if isinstance(images, str | Path):
         images = [images]
-    files = image_files(images, model.classes)
-    for batch in _decoded_batches(files, model.info, batch_size, os.cpu_count() or 1):
+    for item in stream(model, image_files(images, model.classes), top_k=top_k, device=torch_device,
+                       batch_size=batch_size):
+        if isinstance(item, Prediction):
+            result.items.append(item)
+        else:
+            result.skipped.append(item)
+    return result
+
+
+def stream(model: Classifier, files: Sequence[tuple[Path, str | None]], *, top_k: int = 1,
+           device: torch.device | None = None, batch_size: int = BATCH_SIZE) -> Iterator[Prediction | str]:
+    """The prediction of each file in order (or, for an unreadable one, why), a batch at a time: memory holds
+    PREFETCH + 1 batches of images however many files there are (`tune predict` on a folder larger than memory)."""
+    device = device or next(model.parameters()).device
+    for batch in _decoded_batches(list(files), model.info, batch_size, os.cpu_count() or 1):
         good = [(f, c, x) for f, c, x in batch if isinstance(x, torch.Tensor)]
-        result.skipped += [x for _, _, x in batch if isinstance(x, str)]
+        yield from (x for _, _, x in batch if isinstance(x, str))
         if good:
             stacked = torch.stack([x for _, _, x in good])
-            result.items += _labels(model, stacked, [f for f, _, _ in good], [c for _, c, _ in good], top_k,
-                                    torch_device, batch_size)
-    return result
+            yield from _labels(model, stacked, [f for f, _, _ in good], [c for _, c, _ in good], top_k, device,
+                               batch_size)

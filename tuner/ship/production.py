@@ -84,6 +84,12 @@ def data_notes(export: Export, splits: Splits) -> list[str]:
     return data_warnings(splits, export.input.get("fingerprint"), since, consequence)
 
 
+def full_train_line(splits: Splits) -> str:
+    """What a --full-train run trains on, and what its epochs' scores measure then."""
+    return (f"Training on train + validation ({len(splits.train):,} images, --full-train); each epoch is scored on "
+            f"the {len(splits.val):,} test images, which chose nothing")
+
+
 def diverged(path: str | Path, error: Exception, member: int | None = None) -> TuneError:
     """The one line for a production run whose loss became NaN or infinite."""
     which = f"member {member} of " if member is not None else ""
@@ -95,14 +101,16 @@ def diverged(path: str | Path, error: Exception, member: int | None = None) -> T
 def train_export(export: Export, path: str | Path, *, out_dir: Path | None = None, data_dir: str | Path | None = None,
                  epochs: int | None = None, device: str = "auto", full_train: bool = False, overwrite: bool = False,
                  on_epoch: Callable[[Epoch], None] | None = None,
-                 on_note: Callable[[str], None] | None = None, resume: bool = False) -> TrainedRun:
+                 on_note: Callable[[str], None] | None = None, resume: bool = False,
+                 on_restored: Callable[[Epoch], None] | None = None) -> TrainedRun:
     """Train `export` (read from `path`) and write the run folder `out_dir`; `on_note` hears warnings about the
     data (see `data_notes`) before training starts. The data is read from `data_dir`, else from the folder the
     study recorded (`Export.data_dir`), else from the default.
 
     After every epoch the run's state is saved in `out_dir/checkpoint/` (tuner.ship.resume); the same command run
     again after a kill goes on from there (`resume` only says that one is expected), to the same weights as an
-    uninterrupted run. The checkpoint is deleted once the run folder is written.
+    uninterrupted run. The checkpoint is deleted once the run folder is written; the epochs it holds are told to
+    `on_restored` (else to `on_epoch`) before training goes on.
     """
     from tuner.datasets import splits_for
     from tuner.ship.resume import drop_run_checkpoint, open_run_checkpoint
@@ -114,16 +122,18 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
     check_out_dir(out_dir, overwrite)
     torch_device = resolve_device(device)
     splits = splits_for(config, data_dir or export.data_dir, str(torch_device), with_validation=not full_train)
-    for note in [*([stretch] if stretch else []), *data_notes(export, splits)]:
+    for note in [*([stretch] if stretch else []), *data_notes(export, splits),
+                 *([full_train_line(splits)] if full_train else [])]:
         if on_note is not None:
             on_note(note)
 
     stamp = {"full_train": full_train, "data": splits.info.get("fingerprint"),
              "device": splits.train.compute_device.type}
     state, checkpoint = open_run_checkpoint(out_dir, config, stamp, resume=resume, note=on_note or (lambda _: None))
-    if state is not None and on_epoch is not None:
+    restored = on_restored or on_epoch
+    if state is not None and restored is not None:
         for done in state.history:
-            on_epoch(done)  # the epochs the killed run trained: the progress shows the whole run
+            restored(done)  # the epochs the killed run trained: the progress shows the whole run
 
     # --- train and test, on as many CPU threads as the trial if it says (CPU sums depend on the thread count)
     try:
@@ -144,6 +154,9 @@ def train_export(export: Export, path: str | Path, *, out_dir: Path | None = Non
         raise
     checkpoint.close(keep=False)
     drop_run_checkpoint(out_dir)
+    for line in run.metrics["deployment"]["notes"]:  # loud when the model breaks its study's constraints
+        if on_note is not None:
+            on_note(line)
     return run
 
 
@@ -152,6 +165,7 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     """model.safetensors, config.yaml (the config as trained, trainable again; an ensemble's other members in its
     `ensemble` section), metrics.json and README.md."""
     from tuner.ship.card import model_card
+    from tuner.ship.deploy import production_proof
 
     out_dir.mkdir(parents=True, exist_ok=True)
     input_info = splits.input_info()
@@ -178,6 +192,8 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
         "confusion": confusion,
         **trained,
         "versions": versions(),
+        # latency and size as served, against the study's constraints if it had any (last: it moves it to the CPU)
+        "deployment": production_proof(result.model, splits.shape, export.provenance),
     }
     write_text(out_dir / METRICS, json.dumps(metrics, indent=2) + "\n")
     write_text(out_dir / CARD, model_card(out_dir, config, export.provenance, metrics, input_info))

@@ -19,9 +19,11 @@ from tuner.spec.checks import boolean, choice, number
 from tuner.spec.refs import BUILTIN_ARGS, HUBS, MODEL_ARG, check_model, model_source
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop", "adagrad", "nadam")
-SCHEDULERS = ("exponential", "step", "cosine", "onecycle", "none")
-EPOCH_SCHEDULERS = ("exponential", "step")  # stepped after each epoch, by `gamma`
-BATCH_SCHEDULERS = ("cosine", "onecycle")  # stepped after each batch, shaped over the whole run (`warmup`)
+SCHEDULERS = ("onecycle-gamma", "exp-warmup", "exponential", "step", "cosine", "onecycle", "none")
+EPOCH_SCHEDULERS = ("exponential", "step")  # stepped after each epoch
+# stepped after each batch, with a warm-up (`warmup`)
+BATCH_SCHEDULERS = ("onecycle-gamma", "exp-warmup", "cosine", "onecycle")
+GAMMA_SCHEDULERS = ("onecycle-gamma", "exp-warmup", "exponential", "step")  # decay by `gamma`
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,9 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("pretrained", lambda v: boolean("pretrained", v), "bool", False,
           "torchvision/timm: from the default weights, with their mean and std",
           applies=lambda v: _source(v) in HUBS),
+    Param("backbone_lr", lambda v: number("backbone_lr", v, low=0, high=1, low_open=True), "float", 1.0,
+          "pretrained models: the backbone's learning rate as a share of `lr` (the new head's)",
+          applies=lambda v: _source(v) in HUBS and bool(v["pretrained"])),
     Param("optimizer", lambda v: choice("optimizer", v, OPTIMIZERS), "choice", "adam",
           search=Choices(OPTIMIZERS)),
     Param("lr", lambda v: number("lr", v, low=0, low_open=True), "float", 1e-3, "initial learning rate",
@@ -89,15 +94,15 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("batch_size", lambda v: number("batch_size", v, low=1, integer=True), "int", 64,
           search=Choices((32, 64, 128, 256))),
     Param("scheduler", lambda v: choice("scheduler", v, SCHEDULERS), "choice", "exponential",
-          "lr schedule: exponential, step (per epoch); cosine, onecycle (per batch, over the whole run)",
-          search=Choices(("cosine", "onecycle"))),  # beat exponential and step on the mini set: docs/benchmarks.md
+          "lr schedule: onecycle-gamma, exp-warmup, cosine, onecycle (per batch, warm-up first); exponential, step",
+          search=Fixed("onecycle-gamma")),  # gamma searched, and as good as onecycle: docs/benchmarks.md
     Param("gamma", lambda v: number("gamma", v, low=0, high=1, low_open=True), "float", 0.9,
-          "lr multiplier of each scheduler step (exponential, step)",
-          applies=lambda v: v["scheduler"] in EPOCH_SCHEDULERS),
+          "lr decay per epoch: onecycle-gamma ends at lr * gamma ** epochs; exp-warmup, exponential: x gamma per epoch",
+          search=Range(0.3, 0.9), applies=lambda v: v["scheduler"] in GAMMA_SCHEDULERS),
     Param("step_size", lambda v: number("step_size", v, low=1, integer=True), "int", 1,
           "epochs between steps of the step scheduler", applies=lambda v: v["scheduler"] == "step"),
     Param("warmup", lambda v: number("warmup", v, low=0, high=0.5), "float", 0.1,
-          "cosine, onecycle: share of the run's batches that raise the lr to `lr`",
+          "exp-warmup, cosine, onecycle: share of the run's batches that raise the lr to `lr`",
           applies=lambda v: v["scheduler"] in BATCH_SCHEDULERS),
     Param("momentum", lambda v: number("momentum", v, low=0, high=1), "float", 0.0, "sgd and rmsprop only",
           search=Range(0.0, 0.99), applies=lambda v: v["optimizer"] in ("sgd", "rmsprop")),
@@ -110,9 +115,15 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
           applies=lambda v: _source(v) == "builtin"),  # other models take their own dropout argument: model.NAME
     Param("label_smoothing", lambda v: number("label_smoothing", v, low=0, high=0.5), "float", 0.0,
           "of the training loss", search=Range(0.0, 0.2)),
+    Param("class_weights", lambda v: boolean("class_weights", v), "bool", False,
+          "training loss: each class weighted inversely to its training images (imbalanced classes)"),
     Param("flip", lambda v: boolean("flip", v), "bool", False, "training batches: random left-right flips"),
     Param("translate", lambda v: number("translate", v, low=0, high=64, integer=True), "int", 0,
           "training batches: random shifts of up to N pixels"),
+    Param("crop", lambda v: number("crop", v, low=0, high=1, low_open=True), "float", 1.0,
+          "training batches: random-resized crops of at least this share of the area (1: none)"),
+    Param("jitter", lambda v: number("jitter", v, low=0, high=0.9), "float", 0.0,
+          "training batches: brightness, contrast and saturation scaled by up to 1 +/- this (0: none)"),
 )}
 DEFAULTS = {name: p.default for name, p in PARAMS.items()}
 

@@ -37,7 +37,7 @@ BENCHMARKS = {
                                       "the Fashion-MNIST sample", 2_222, sample_of="fashion-mnist"),
 }
 DATASETS = tuple(BENCHMARKS)  # any other dataset is a folder path
-MODELS = ("mlp", "cnn", "convnet", "bncnn")  # the built-in families; see `model_source` for the other references
+MODELS = ("mlp", "cnn", "convnet", "bncnn", "rescnn")  # built-in families (rescnn: photos); see `model_source`
 HUBS = ("torchvision", "timm")  # `HUB:NAME` model references; any other `MODULE:FUNCTION` is the user's own code
 MODEL_ARG = "model."  # a search key `model.NAME` is the keyword argument NAME of the model builder
 BUILTIN_ARGS = ("width", "depth")  # the model.NAME arguments the built-in families take (tuner.models.zoo)

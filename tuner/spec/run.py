@@ -13,7 +13,9 @@ from tuner.spec.params import BATCH_SCHEDULERS, DEFAULTS, PARAMS, check_builtin_
 from tuner.spec.refs import HUBS, check_dataset, model_source
 
 Direction = Literal["maximize", "minimize"]
-METRICS: dict[str, Direction] = {"accuracy": "maximize", "loss": "minimize"}
+# balanced_accuracy, macro_f1: for imbalanced classes (each class counts the same, whatever its size)
+METRICS: dict[str, Direction] = {"accuracy": "maximize", "loss": "minimize", "balanced_accuracy": "maximize",
+                                 "macro_f1": "maximize"}
 
 # Notes of the fields that are not hyperparameters (those have theirs in tuner.spec.params), for export files.
 FIELD_NOTES = {
@@ -43,6 +45,7 @@ class RunConfig:
     model_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the model builder (model.NAME)
     model_dir: str | None = None  # folder a MODULE:FUNCTION model imports from (None: from sys.path)
     pretrained: bool = DEFAULTS["pretrained"]
+    backbone_lr: float = DEFAULTS["backbone_lr"]
     optimizer: str = DEFAULTS["optimizer"]
     lr: float = DEFAULTS["lr"]
     batch_size: int = DEFAULTS["batch_size"]
@@ -55,8 +58,11 @@ class RunConfig:
     weight_decay: float = DEFAULTS["weight_decay"]
     dropout: float = DEFAULTS["dropout"]
     label_smoothing: float = DEFAULTS["label_smoothing"]
+    class_weights: bool = DEFAULTS["class_weights"]
     flip: bool = DEFAULTS["flip"]
     translate: int = DEFAULTS["translate"]
+    crop: float = DEFAULTS["crop"]
+    jitter: float = DEFAULTS["jitter"]
     epochs: int = 8
     seed: int = 0  # seeds weight init, batch order and dropout
     validation: float | str = 0.15  # held-out fraction of the training set, or "test"
@@ -112,6 +118,7 @@ class RunConfig:
     def stretched(self, epochs: int) -> tuple[RunConfig, str | None]:
         """This run over `epochs` epochs with its schedule's shape kept, and a line saying what changed (None when
         `epochs` is the run's). exponential: gamma rescaled so that the last epoch trains at the same learning rate;
+        exp-warmup, onecycle-gamma: gamma rescaled so that the run ends at the same learning rate;
         step: the steps spread out in proportion, same gamma; cosine and onecycle span any run already, warm-up the
         same share of it."""
         checks.number("epochs", epochs, low=1, integer=True)
@@ -124,6 +131,13 @@ class RunConfig:
             return self.replace(epochs=epochs, gamma=gamma), (
                 f"{head}: exponential gamma {self.gamma:.4g} -> {gamma:.4g} per epoch, so that the last epoch trains "
                 f"at the same learning rate ({last:.3g}) as in the original run")
+        if self.scheduler in ("exp-warmup", "onecycle-gamma"):
+            gamma = self.gamma ** (self.epochs / epochs)
+            decaying = self.epochs * (1 - self.warmup) if self.scheduler == "exp-warmup" else self.epochs
+            return self.replace(epochs=epochs, gamma=gamma), (
+                f"{head}: {self.scheduler} gamma {self.gamma:.4g} -> {gamma:.4g} per epoch, so that the run ends at "
+                f"the same learning rate ({self.lr * self.gamma ** decaying:.3g}) as the original run; the warm-up is "
+                f"the first {self.warmup:.0%} of the batches as before")
         if self.scheduler == "step":
             step_size = max(1, round(self.step_size * epochs / self.epochs))
             last, now = (self.lr * self.gamma ** ((n - 1) // s) for n, s in ((self.epochs, self.step_size),

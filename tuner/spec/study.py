@@ -12,6 +12,8 @@ from typing import Any
 from tuner.errors import SpecError, TuneError
 from tuner.fileio import read_mapping
 from tuner.spec import checks
+from tuner.spec.constraints import Constraints, check_objectives
+from tuner.spec.defaults import default_model, default_search_for
 from tuner.spec.params import (
     Choices,
     Domain,
@@ -55,7 +57,7 @@ class StudySpec:
     pretrained: bool = False  # torchvision and timm models start from their default weights (search.pretrained too)
     model_dirs: dict[str, str] = field(default_factory=dict)  # module -> folder it was found in (filled in by tune)
     epochs: int = 8  # training epochs per trial; pruning can stop a trial after any of them
-    metric: str = "accuracy"  # validation metric reported each epoch: accuracy (maximized) or loss (minimized)
+    metric: str = "accuracy"  # validation metric of each epoch: accuracy, balanced_accuracy, macro_f1 (maximized), loss
     validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
     split_seed: int = 0  # seed of the train/validation split, fixed so that every trial sees the same split
     sampler: str = "tpe"
@@ -65,6 +67,8 @@ class StudySpec:
     search: dict[str, Domain] = field(default_factory=default_search)
     compile: bool = False  # train every trial through torch.compile (worth it for long trials on a GPU)
     stop_when_flat: bool = False  # end the search once more trials are unlikely to help (tuner.search.stopping)
+    constraints: Constraints = field(default_factory=Constraints)  # latency, size a served model must meet
+    objectives: tuple[str, ...] = ()  # (metric, latency and/or size): a multi-objective study; (): the metric alone
 
     def __post_init__(self) -> None:
         checks.boolean("compile", self.compile)
@@ -80,12 +84,27 @@ class StudySpec:
         self._check_model_args()
         checks.number("epochs", self.epochs, low=1, integer=True)
         checks.choice("metric", self.metric, tuple(METRICS))
+        object.__setattr__(self, "objectives", check_objectives(self.objectives, self.metric))
         checks.validation(self.validation)
         checks.number("split_seed", self.split_seed, low=0, integer=True)
         checks.choice("sampler", self.sampler, SAMPLERS)
         checks.choice("pruner", self.pruner, PRUNERS)
+        if not isinstance(self.constraints, Constraints):
+            raise SpecError(f"constraints must be a mapping like {{max_latency: 5ms}}, got {self.constraints!r}")
+        self._check_objectives()
         if may_be_true(self.search.get("nesterov")) and "momentum" not in self.search:
             raise SpecError("search.nesterov needs momentum: add search.momentum (a value > 0 or a range)")
+
+    def _check_objectives(self) -> None:
+        """Several objectives: no single value to judge flat, and a sampler that takes them (CMA-ES does not)."""
+        if not self.objectives:
+            return
+        if self.stop_when_flat:
+            raise SpecError(f"stop_when_flat judges one value: a study with objectives {','.join(self.objectives)} "
+                            "cannot use it; drop stop_when_flat (or --stop-when-flat)")
+        if self.sampler == "cmaes":
+            raise SpecError(f"sampler cmaes takes one objective, not {','.join(self.objectives)}: use tpe, random, "
+                            "gp or qmc")
 
     def _check_pretrained(self) -> None:
         if not may_be_true(self.search.get("pretrained", Fixed(self.pretrained))):
@@ -121,6 +140,19 @@ class StudySpec:
     def direction(self) -> Direction:
         return METRICS[self.metric]
 
+    @property
+    def directions(self) -> list[Direction]:
+        """Optuna's direction of each objective: the metric's, then latency and size minimized."""
+        minimize: Direction = "minimize"
+        return [self.direction, *(minimize for _ in self.objectives[1:])]
+
+    @property
+    def metric_names(self) -> list[str]:
+        """What each objective is called in the study (optuna-dashboard's axes): val_accuracy, p95_latency_ms,
+        onnx_mb."""
+        names = {"latency": f"{self.constraints.latency_stat}_latency_ms", "size": "onnx_mb"}
+        return [f"val_{self.metric}", *(names[name] for name in self.objectives[1:])]
+
     @classmethod
     def from_dict(cls, raw: Any) -> StudySpec:
         if not isinstance(raw, dict):
@@ -146,18 +178,25 @@ class StudySpec:
             if not isinstance(raw["search"], dict):
                 raise SpecError("search must be a mapping of hyperparameter -> value, list or {low, high}")
             raw["search"] = {name: parse_domain(name, value) for name, value in raw["search"].items()}
+        if "constraints" in raw:
+            raw["constraints"] = Constraints.from_dict(raw["constraints"])
         return cls(**raw)
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain data, in the shape `from_dict` reads (stored in the study for resumes)."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("sampler_options", "pruner_options", "search"):
+            if f.name in ("sampler_options", "pruner_options", "search", "constraints", "objectives"):
                 continue
             out[f.name] = getattr(self, f.name)
         out["sampler"] = {"name": self.sampler, **self.sampler_options} if self.sampler_options else self.sampler
         out["pruner"] = {"name": self.pruner, **self.pruner_options} if self.pruner_options else self.pruner
         out["search"] = {name: domain_to_data(d) for name, d in self.search.items()}
+        out["constraints"] = self.constraints.to_dict()
+        if not out["constraints"]:
+            del out["constraints"]  # a spec without constraints reads as it did before they existed
+        if self.objectives:
+            out["objectives"] = list(self.objectives)
         return out
 
     def replace(self, **changes: Any) -> StudySpec:
@@ -173,6 +212,8 @@ class StudySpec:
                                  if k != "model" and not (drop and k.startswith(MODEL_ARG))}
         if "model_dirs" in changes:
             changes["model_dirs"] = {**self.model_dirs, **changes["model_dirs"]}
+        if isinstance(changes.get("constraints"), dict):  # flags: some keys over the spec's constraints
+            changes["constraints"] = self.constraints.merged(changes["constraints"])
         return dataclasses.replace(self, **changes)
 
 
@@ -218,10 +259,18 @@ def load_spec(path_or_name: str | Path | None) -> StudySpec:
         raise SpecError(f"{path}: {e}") from None
 
 
+def default_spec(dataset: str | None) -> StudySpec:
+    """The default study for `dataset` (None: the default dataset): a folder of photos searches the photo space
+    (tuner.spec.defaults), a benchmark the shared default space."""
+    if dataset is None or default_model(dataset) is None:
+        return StudySpec()
+    return StudySpec(dataset=dataset, model=default_model(dataset) or "", search=default_search_for(dataset))
+
+
 def resolve_spec(name: str, spec_file: StudySpec | None, stored: StudySpec | None, **flags: Any) -> StudySpec:
     """The spec a study runs, by the one rule of precedence: flags (None: not given) > the spec file > the study's
     stored spec > the default. A flag that names another sampler or pruner drops the options of the old one."""
-    spec = spec_file or stored or StudySpec()
+    spec = spec_file or stored or default_spec(flags.get("dataset"))
     if flags.get("sampler") not in (None, spec.sampler):
         spec = spec.replace(sampler_options={})
     if flags.get("pruner") not in (None, spec.pruner):

@@ -1,0 +1,125 @@
+"""Deployment-aware search behind docs/benchmarks.md ("Deployment-aware search"): the default study with and without
+`--max-latency` at a third of the unconstrained winner's latency, and how steady the latency figures are.
+
+    python scripts/bench_deploy.py --data-dir ../shared/data/fashion-mnist-mini --trials 30 --seeds 1 2 3
+        1. Stability: each architecture of the default study (bncnn at model.width 16, 24, 32) measured `--repeats`
+           times as a search measures it (tuner.ship.latency, 200 timed calls at batch 1 on ONNX Runtime, one
+           thread): the median, spread and worst of p50 and p95 over the repeats.
+        2. Per seed: `tune start --trials N --seed S` without constraints, then with `--max-latency` at a third of
+           the p95 of the unconstrained winner's architecture (the median of step 1). Fixed trial counts, so that
+           the machine's load changes how long the searches take, not what they find. Reads the best trial of each
+           (validation and test accuracy, its architecture's p95), the trials pruned before training, and the
+           epochs trained in all.
+Writes deploy.json in --out and prints the tables as Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from tuner.models import build_model
+from tuner.record import DEPLOY_ATTR, REASON
+from tuner.ship.latency import measure
+from tuner.spec import RunConfig
+from tuner.storage import open_storage
+
+WIDTHS = (16, 24, 32)  # the default study's architectures
+
+
+def stability(repeats: int) -> dict[int, dict[str, Any]]:
+    out = {}
+    for width in WIDTHS:
+        config = RunConfig(model="bncnn", model_args={"width": width})
+        network = build_model(config, (1, 28, 28), 10, (0.0,), (1.0,), load_pretrained=False)
+        runs = [measure(network, (1, 28, 28)) for _ in range(repeats)]
+        row: dict[str, Any] = {"params": runs[0].params, "size_bytes": runs[0].size_bytes,
+                               "load": [r.environment.get("load") for r in runs]}
+        for stat in ("p50", "p95"):
+            values = [r.latency(stat) for r in runs]
+            row[stat] = {"median": statistics.median(values), "min": min(values), "max": max(values),
+                         "cv": statistics.pstdev(values) / statistics.mean(values)}
+        out[width] = row
+    return out
+
+
+def search(flags: list[str], seed: int, trials: int, data_dir: Path, work: Path, name: str,
+           epochs: int | None) -> dict[str, Any]:
+    storage = f"sqlite:///{work / 'bench.db'}"
+    env = {**os.environ, "HOME": str(work / "home")}
+    command = [sys.executable, "-m", "tuner", "start", "--study", name, "--storage", storage, "--data-dir",
+               str(data_dir), "--trials", str(trials), "--seed", str(seed), "--device", "cpu", *flags,
+               *(["--epochs", str(epochs)] if epochs else [])]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    study = optuna.load_study(study_name=name, storage=open_storage(storage))
+    trials_ = study.get_trials(deepcopy=False)
+    before = [t for t in trials_ if str(t.user_attrs.get(REASON, "")).startswith("infeasible")]
+    out: dict[str, Any] = {"pruned_before_training": len(before), "trials": len(trials_),
+                           "epochs": sum(len(t.intermediate_values) for t in trials_), "best_trial": None}
+    try:
+        best = study.best_trial
+    except ValueError:  # every architecture broke the limit
+        return out
+    record = best.user_attrs.get(DEPLOY_ATTR) or {}
+    return {**out, "best_trial": best.number, "val": best.value, "test": best.user_attrs.get("test_accuracy"),
+            "width": best.params.get("model.width"),
+            "p95": (record.get("measured") or {}).get("latency_ms", {}).get("p95")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--epochs", type=int, help="epochs per trial [default: the default study's, 8]")
+    parser.add_argument("--out", type=Path, default=Path("."))
+    args = parser.parse_args()
+    table = stability(args.repeats)
+    print("| width | params | ONNX MB | p50 ms median (min-max, CV) | p95 ms median (min-max, CV) |")
+    print("|---|---|---|---|---|")
+    for width, row in table.items():
+        cells = [f"{row[s]['median']:.3g} ({row[s]['min']:.3g}-{row[s]['max']:.3g}, {row[s]['cv']:.0%})"
+                 for s in ("p50", "p95")]
+        print(f"| {width} | {row['params']:,} | {row['size_bytes'] / 1e6:.2f} | {cells[0]} | {cells[1]} |",
+              flush=True)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for seed in args.seeds:
+            free = search([], seed, args.trials, args.data_dir, work, f"free-{seed}", args.epochs)
+            limit = table[free["width"]]["p95"]["median"] / 3
+            bound = search(["--max-latency", f"{limit:.4f}ms"], seed, args.trials, args.data_dir, work,
+                           f"bound-{seed}", args.epochs)
+            results.append({"seed": seed, "limit_ms": limit, "free": free, "bound": bound})
+            print(json.dumps(results[-1]), flush=True)
+    print("\n| seed | arm | best val | its test | width | its p95 ms | pruned before training | epochs |")
+    print("|---|---|---|---|---|---|---|---|")
+    for run in results:
+        for arm in ("free", "bound"):
+            r = run[arm]
+            name = "no constraint" if arm == "free" else f"--max-latency {run['limit_ms']:.3g}ms"
+            if r["best_trial"] is None:
+                print(f"| {run['seed']} | {name} | none completed | - | - | - | {r['pruned_before_training']}/"
+                      f"{r['trials']} | {r['epochs']} |")
+                continue
+            p95 = r["p95"] if r["p95"] is not None else table[r["width"]]["p95"]["median"]
+            print(f"| {run['seed']} | {name} | {r['val']:.4f} | {r['test']:.4f} | {r['width']} | {p95:.3g} | "
+                  f"{r['pruned_before_training']}/{r['trials']} | {r['epochs']} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "deploy.json").write_text(json.dumps({"stability": table, "runs": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

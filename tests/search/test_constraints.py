@@ -1,0 +1,145 @@
+"""Constrained searches: each architecture measured once, infeasible trials pruned before training with their
+reason and Optuna constraint values, feasible ones trained; constraint flags checked in one line."""
+
+from __future__ import annotations
+
+import os
+
+import optuna
+import pytest
+
+import tuner.search.objective
+from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON
+from tuner.search.constraints import is_feasible
+from tuner.storage import open_storage
+from tuner.train import fit as real_fit
+
+TrialState = optuna.trial.TrialState
+# The tiny study's MLP at two widths: 13,002 and 55,050 parameters
+WIDTHS_SPEC = """\
+name: widths
+dataset: fashion-mnist
+model: mlp
+epochs: 1
+validation: 0.2
+sampler: {name: tpe, n_startup_trials: 3}
+search:
+  optimizer: adam
+  lr: {low: 1.0e-3, high: 1.0e-2, log: true}
+  batch_size: 64
+  model.width: [16, 64]
+  model.depth: 2
+"""
+
+
+@pytest.fixture
+def widths_spec(tmp_path):
+    path = tmp_path / "widths.yaml"
+    path.write_text(WIDTHS_SPEC)
+    return path
+
+
+def load(storage_url: str, name: str = "widths") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=open_storage(storage_url))
+
+
+def test_infeasible_architectures_are_pruned_before_training(cli, widths_spec, data_dir, storage_url, monkeypatch):
+    trained = []
+
+    def counting_fit(config, *args, **kwargs):
+        trained.append(config.model_args["width"])
+        return real_fit(config, *args, **kwargs)
+
+    monkeypatch.setattr(tuner.search.objective, "fit", counting_fit)
+    result = cli("start", "--trials", 8, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                 "--seed", 0, "--device", "cpu", "--max-params", "30k", "--latency-on", "torch")
+    assert result.exit_code == 0, result.output
+    study = load(storage_url)
+    wide = [t for t in study.trials if t.params["model.width"] == 64]
+    narrow = [t for t in study.trials if t.params["model.width"] == 16]
+    assert wide and narrow
+    assert set(trained) == {16}  # no epoch of the infeasible width
+    for trial in wide:
+        assert trial.state == TrialState.PRUNED and not trial.intermediate_values
+        assert trial.user_attrs[REASON].startswith("infeasible, pruned before training: 55,050 params > 30,000")
+        assert trial.constraints["params"] == pytest.approx(55_050 / 30_000 - 1, abs=1e-6)
+        assert not is_feasible(trial)
+    assert all(t.state == TrialState.COMPLETE and t.constraints["params"] < 0 and is_feasible(t) for t in narrow)
+    assert narrow[0].user_attrs[DEPLOY_ATTR]["measured"]["params"] == 13_002
+    # every architecture measured once for the whole study
+    assert len([key for key in study.user_attrs if key.startswith(LATENCY_CACHE)]) == 2
+    assert "infeasible, pruned before training" in result.output
+    assert (f"Constraints: params <= 30k (batch 1, torch, 1 thread); {len(wide)} of 8 trials pruned before "
+            "training; the best: p95") in result.output
+
+
+def test_a_latency_limit_prunes_by_the_measured_percentile(cli, widths_spec, data_dir, storage_url):
+    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                 "--seed", 0, "--device", "cpu", "--max-latency", "1us", "--latency-stat", "p50",
+                 "--latency-on", "torch")
+    assert result.exit_code == 0, result.output
+    for trial in load(storage_url).trials:
+        measured = trial.user_attrs[DEPLOY_ATTR]["measured"]
+        assert trial.state == TrialState.PRUNED and "p50 latency" in trial.user_attrs[REASON]
+        assert trial.constraints["latency"] == pytest.approx(measured["latency_ms"]["p50"] / 0.001 - 1, rel=1e-4)
+
+
+def test_spec_constraints_are_stored_and_a_flag_changes_one_on_resume(cli, widths_spec, data_dir, storage_url):
+    widths_spec.write_text(WIDTHS_SPEC + "constraints: {max_params: 30k, latency_on: torch}\n")
+    first = cli("start", "--trials", 1, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                "--device", "cpu")
+    assert first.exit_code == 0, first.output
+    again = cli("start", "--trials", 1, "--study", "widths", "--data-dir", data_dir, "--storage", storage_url,
+                "--device", "cpu", "--max-params", "100k")
+    assert again.exit_code == 0, again.output
+    assert "constraints params <= 30k" in again.output and "params <= 100k" in again.output
+    stored = load(storage_url).user_attrs["spec"]["constraints"]
+    assert stored == {"max_params": 100_000, "latency_on": "torch"}
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--max-latency", "5 parsecs"], "Error: --max-latency must be a positive number with a unit"),
+    (["--max-params", "lots"], "Error: --max-params must be a positive number with a unit"),
+    (["--max-size", "-1MB"], "Error: --max-size must be a positive number with a unit"),
+])
+def test_bad_constraint_flags_are_one_line_and_create_nothing(cli, tiny_spec, data_dir, storage_url, flags, message):
+    result = cli("start", "--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url, *flags)
+    assert result.exit_code == 2
+    assert result.output.strip().startswith(message) and len(result.output.strip().splitlines()) == 1
+    assert not os.path.exists(storage_url.removeprefix("sqlite:///"))
+
+
+def test_a_model_that_cannot_be_measured_fails_its_trial_with_the_reason(cli, widths_spec, data_dir, storage_url,
+                                                                          monkeypatch):
+    import tuner.search.constraints as constraints
+    from tuner.errors import TuneError
+
+    def no_exporter(*args, **kwargs):
+        raise TuneError("cannot convert mlp to ONNX (no exporter): try --to torchscript")
+
+    monkeypatch.setattr(constraints, "measure_network", no_exporter)
+    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                 "--device", "cpu", "--max-latency", "5ms")
+    assert result.exit_code == 0, result.output
+    for trial in load(storage_url).trials:
+        assert trial.state == TrialState.FAIL and not trial.intermediate_values
+        assert trial.user_attrs[REASON] == ("cannot measure mlp for the constraints: cannot convert mlp to ONNX (no "
+                                            "exporter): try --to torchscript")
+
+
+@pytest.mark.filterwarnings("ignore:.*constraints_func.*:FutureWarning")  # Optuna 5 deprecates the Optuna 4 path
+def test_on_optuna_4_tpe_reads_the_constraints_through_constraints_func(monkeypatch):
+    from tuner.search.constraints import constraint_values
+    from tuner.search.samplers import make_sampler
+    from tuner.spec import StudySpec
+
+    spec = StudySpec.from_dict({"constraints": {"max_params": "1M"}})
+    assert make_sampler(spec, 0)._constraints_func is None  # Optuna 5: trial.set_constraint, no deprecated path
+    for cls in optuna.trial.Trial.__mro__:  # as on Optuna 4, where no trial class has it
+        if "set_constraint" in vars(cls):
+            monkeypatch.delattr(cls, "set_constraint")
+    assert make_sampler(spec, 0)._constraints_func is constraint_values
+    assert make_sampler(StudySpec(), 0)._constraints_func is None  # no constraints, nothing to read
+    trial = optuna.trial.create_trial(value=0.5, user_attrs={DEPLOY_ATTR: {"measured": {}, "constraints":
+                                                                           {"params": 0.25}}})
+    assert constraint_values(trial) == [0.0, 0.25, 0.0]

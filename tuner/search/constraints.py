@@ -1,0 +1,145 @@
+"""Deployment constraints in a search: measure a trial's model before it trains, record its constraint values for
+the sampler, and prune an infeasible trial before its first epoch.
+
+Latency depends on the graph and the input shape, not on the weights, so the untrained model is measured, once per
+architecture (model, its arguments, input shape, classes, batch, runtime, threads) and environment per study: the
+measurement is cached in the study's user attrs, which every worker reads. Constraint values are relative, (measured
+- limit) / limit, so that TPE ranks infeasible trials by how far they miss; they go to Optuna as
+`trial.set_constraint` (Optuna >= 5) and to the trial's user attr `deployment` (read by the sampler's
+`constraints_func` on Optuna 4, and by `tune export --pick`).
+
+A multi-objective study (the spec's `objectives`) measures every trial the same way, constraints or not, and the
+trial's latency (at `latency_stat`, in ms) and ONNX size (in MB) are its objective values beside its metric.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from tuner.errors import TrialFailed, TuneError
+from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON
+from tuner.search.stopping import best_of
+from tuner.ship.deploy import infeasibility, measure_network, untrained, violations
+from tuner.ship.latency import SEARCH_RUNS, Measurement, environment, fingerprint
+from tuner.spec.constraints import Constraints
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from tuner.datasets import Splits
+    from tuner.spec import RunConfig, StudySpec
+
+NAMES = ("latency", "params", "size")  # the constraints a trial records, in this order
+
+
+def architecture_key(config: RunConfig, shape: Sequence[int], num_classes: int, constraints: Constraints,
+                     with_size: bool = False) -> str:
+    """What a measurement depends on: the graph (model, its arguments, input shape, classes), how it is timed
+    (batch, runtime, threads), where (the environment's fingerprint) and whether the ONNX file was weighed."""
+    env = fingerprint(environment(constraints.latency_on, constraints.latency_threads))
+    graph = {"model": config.model, "model_args": config.model_args, "model_dir": config.model_dir,
+             "shape": list(shape), "classes": num_classes, "batch": constraints.latency_batch,
+             "runtime": constraints.latency_on, "threads": constraints.latency_threads, "environment": env,
+             "size": with_size or constraints.max_size is not None}  # on torch, exported only to be weighed
+    return hashlib.sha256(json.dumps(graph, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_measurement(study: optuna.Study, config: RunConfig, splits: Splits, constraints: Constraints,
+                      with_size: bool = False) -> Measurement:
+    """The measurement of `config`'s architecture: from the study's cache, else measured on an untrained model and
+    cached for every worker."""
+    key = LATENCY_CACHE + architecture_key(config, splits.shape, splits.num_classes, constraints, with_size)
+    cached = study.user_attrs.get(key)
+    if isinstance(cached, dict):
+        return Measurement.from_dict(cached)
+    measured = measure_network(untrained(config, splits.shape, splits.num_classes), splits.shape, constraints,
+                               SEARCH_RUNS, config.model, with_size)
+    study.set_user_attr(key, measured.to_dict())
+    return measured
+
+
+def record_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:
+    """Optuna's constraint values of the trial (Optuna >= 5; a retry keeps those its original set)."""
+    if not hasattr(trial, "set_constraint"):
+        return  # Optuna 4: the sampler's constraints_func reads them from the user attr (tuner.search.samplers)
+    with warnings.catch_warnings():  # a retry inherits its original's values, and Optuna warns that it keeps them
+        warnings.simplefilter("ignore")
+        for name, value in values.items():
+            trial.set_constraint(name, value)
+
+
+def check_deployment(trial: optuna.Trial, spec: StudySpec, config: RunConfig, splits: Splits) -> Measurement | None:
+    """Measure the trial's model against the spec's constraints (and for its objectives) before it trains; record
+    the measurement and the constraint values, and prune the trial (no epoch trained) when it breaks one. Returns
+    the measurement (None when neither constraints nor objectives ask for one)."""
+    constraints = spec.constraints
+    if not constraints.active and not spec.objectives:
+        return None
+    try:
+        measured = model_measurement(trial.study, config, splits, constraints, "size" in spec.objectives)
+        values = violations(measured, constraints)
+        if "size" in spec.objectives and measured.size_bytes is None:
+            raise TuneError("the size objective is the ONNX file's: install the onnx extra (pip install -e "
+                            "\".[onnx]\" in tune's folder)")
+    except TuneError as e:  # no ONNX Runtime, a graph the exporter cannot take: this trial fails, the search goes on
+        what = "the constraints" if constraints.active else "its objectives"
+        reason = f"cannot measure {config.model} for {what}: {e}"
+        trial.set_user_attr(REASON, reason)
+        raise TrialFailed(reason) from None
+    trial.set_user_attr(DEPLOY_ATTR, {"measured": measured.to_dict(), "constraints": values,
+                                      "validation_images": len(splits.val)})
+    record_constraints(trial, values)
+    broken = infeasibility(measured, constraints, values)
+    if broken is not None:
+        reason = f"infeasible, pruned before training: {broken}"
+        trial.set_user_attr(REASON, reason)
+        raise optuna.TrialPruned(reason)
+    return measured
+
+
+def objective_values(spec: StudySpec, value: float, measured: Measurement | None) -> float | tuple[float, ...]:
+    """What the objective returns: the metric's value alone, or with `objectives` the metric's value, then the
+    latency in ms at `latency_stat` and/or the ONNX file in MB, in the spec's order."""
+    if not spec.objectives:
+        return value
+    assert measured is not None, "check_deployment measures every trial of a multi-objective study"
+    extra = {"latency": measured.latency(spec.constraints.latency_stat), "size": (measured.size_bytes or 0) / 1e6}
+    return (value, *(extra[name] for name in spec.objectives[1:]))
+
+
+def deployment(trial: FrozenTrial) -> dict[str, Any] | None:
+    """The trial's deployment record (measurement, constraint values), if it measured one."""
+    raw = trial.user_attrs.get(DEPLOY_ATTR)
+    return raw if isinstance(raw, dict) and isinstance(raw.get("measured"), dict) else None
+
+
+def constraint_values(trial: FrozenTrial) -> list[float]:
+    """The trial's constraint values in NAMES order (0 for those it has none of): Optuna 4's constraints_func."""
+    record = deployment(trial)
+    values = record.get("constraints", {}) if record is not None else {}
+    return [float(values.get(name, 0.0)) for name in NAMES]
+
+
+def is_feasible(trial: FrozenTrial) -> bool:
+    """Whether the trial met every constraint it was measured against (a trial never measured counts as met)."""
+    return all(value <= 0 for value in constraint_values(trial))
+
+
+def constraints_line(study: optuna.Study, constraints: Constraints) -> str | None:
+    """The summary's line about the constraints: the limits, the trials pruned before training, the best's figure."""
+    if not constraints.active:
+        return None
+    trials = study.get_trials(deepcopy=False)
+    before = sum(1 for t in trials if str(t.user_attrs.get(REASON, "")).startswith("infeasible"))
+    line = f"Constraints: {constraints}; {before} of {len(trials)} trials pruned before training"
+    best = best_of(study)
+    record = deployment(best) if best is not None else None
+    if record is not None:
+        line += f"; the best: {Measurement.from_dict(record['measured']).text(constraints.latency_stat)}"
+    return line
