@@ -82,6 +82,9 @@ def test_a_latency_limit_prunes_by_the_measured_percentile(cli, widths_spec, dat
         measured = trial.user_attrs[DEPLOY_ATTR]["measured"]
         assert trial.state == TrialState.PRUNED and "p50 latency" in trial.user_attrs[REASON]
         assert trial.constraints["latency"] == pytest.approx(measured["latency_ms"]["p50"] / 0.001 - 1, rel=1e-4)
+    # nothing trained: the summary says how far the fastest model was from the limit, and what to change
+    assert "2 of 2 trials pruned before training. None met them; the fastest, trial " in result.output
+    assert "loosen the limits, or search smaller models" in result.output
 
 
 def test_spec_constraints_are_stored_and_a_flag_changes_one_on_resume(cli, widths_spec, data_dir, storage_url):

@@ -141,5 +141,12 @@ def constraints_line(study: optuna.Study, constraints: Constraints) -> str | Non
     best = best_of(study)
     record = deployment(best) if best is not None else None
     if record is not None:
-        line += f"; the best: {Measurement.from_dict(record['measured']).text(constraints.latency_stat)}"
+        return line + f"; the best: {Measurement.from_dict(record['measured']).text(constraints.latency_stat)}"
+    if trials and before == len(trials):  # nothing could train: say how far off the smallest model was
+        measured = [(t, Measurement.from_dict(r["measured"])) for t in trials if (r := deployment(t)) is not None]
+        if measured:
+            trial, fastest = min(measured, key=lambda pair: (pair[1].latency(constraints.latency_stat),
+                                                             pair[1].params))
+            line += (f". None met them; the fastest, trial {trial.number}: {fastest.text(constraints.latency_stat)}: "
+                     "loosen the limits, or search smaller models (model.width, model.depth, --model)")
     return line
