@@ -371,3 +371,14 @@ def test_resuming_on_other_classes_is_refused(cli, tmp_path, storage_url):
 def test_tune_data_on_a_shipped_dataset_name_says_what_to_do(cli):
     result = cli("data", "mnist")
     assert result.exit_code == 2 and "tune start --dataset mnist" in result.output
+
+
+def test_tune_data_says_when_classes_are_imbalanced_and_which_metric_to_select_on(cli, tmp_path):
+    root = write_class_folders(tmp_path / "skewed", per_class=6, size=(12, 12))
+    for i in range(6, 30):
+        noisy(COLORS["red"], (12, 12), seed=5000 + i).save(root / "red" / f"{i}.png")
+    result = cli("data", root)
+    assert result.exit_code == 0, result.output
+    (line,) = [text for text in result.output.splitlines() if text.startswith("Imbalanced classes: red has ")]
+    assert "select on `metric: balanced_accuracy`" in line
+    assert "Imbalanced" not in cli("data", write_class_folders(tmp_path / "even", size=(12, 12))).output

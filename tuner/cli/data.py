@@ -37,6 +37,12 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(table)
     if report.get("image_size_choice"):
         console.print(report["image_size_choice"][0].upper() + report["image_size_choice"][1:])
+    if report.get("imbalance"):
+        skew = report["imbalance"]
+        console.print(f"Imbalanced classes: {skew['largest']} has {skew['largest_images']} training images, "
+                      f"{skew['smallest']} {skew['smallest_images']} ({skew['ratio']:g}x). Plain accuracy rewards "
+                      "predicting the large classes: select on `metric: balanced_accuracy` (or macro_f1) in a spec, "
+                      "with `class_weights: true` under its `search:`", highlight=False)
     for split, how in report["carved_out"].items():
         console.print(f"No {split}/ folder: {split} is {how}")
     sizes = report["source_sizes"]

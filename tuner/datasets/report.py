@@ -28,6 +28,20 @@ def _class_counts(labels: torch.Tensor, classes: list[str]) -> dict[str, int]:
     return dict(zip(classes, counts, strict=True))
 
 
+IMBALANCED = 2.0  # largest / smallest class of the training images from which `tune data` suggests another metric
+
+
+def imbalance(per_class: dict[str, int]) -> dict[str, Any] | None:
+    """The largest and smallest training classes when the first has IMBALANCED times the images of the second (then
+    plain accuracy rewards predicting the large classes), else None."""
+    largest, smallest = max(per_class, key=per_class.__getitem__), min(per_class, key=per_class.__getitem__)
+    ratio = per_class[largest] / max(1, per_class[smallest])
+    if ratio < IMBALANCED:
+        return None
+    return {"largest": largest, "largest_images": per_class[largest], "smallest": smallest,
+            "smallest_images": per_class[smallest], "ratio": round(ratio, 2)}
+
+
 def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, Any]:
     """The layout, classes, images per split and class, image sizes and modes, skipped files and the cache of the
     folder at `root`, decoding it (and writing the cache) if the cache is missing or stale."""
@@ -68,5 +82,6 @@ def folder_report(root: str | Path, image_size: int | None = None) -> dict[str, 
         "cache": {"path": str(cache_file), "fresh": fresh, "bytes": cache_file.stat().st_size
                   if cache_file.is_file() else None, "decode_seconds": meta["decode_seconds"]},
         "placement": {"device": str(default_device()), "mode": placement.mode, "line": placement.line()},
+        "imbalance": imbalance(_class_counts(store.y[store.split == 0], classes)),
         "ready": True,
     }
