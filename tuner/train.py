@@ -100,7 +100,7 @@ def make_scheduler(config: RunConfig, optimizer: torch.optim.Optimizer,
         if abs(share * total - 1) < 1e-9:  # OneCycleLR divides by zero when the warm-up ends on the first batch
             share *= 1.001
         # onecycle-gamma ends at lr * gamma ** epochs: OneCycleLR's last lr is (lr / div_factor) / final_div_factor
-        final = 1e4 if config.scheduler == "onecycle" else 1 / (25 * config.gamma ** config.epochs)
+        final = 1e4 if config.scheduler == "onecycle" else 1 / (25 * max(config.gamma ** config.epochs, 1e-300))
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total, pct_start=share,
                                                    cycle_momentum="betas" in optimizer.defaults,
                                                    final_div_factor=final)

@@ -166,3 +166,14 @@ def test_channel_statistics_of_a_large_store_come_from_chunked_histograms(tmp_pa
     monkeypatch.setattr(splits_module, "STATS_CHUNK_BYTES", 3 * 16 * 16 * 3)  # 3 images a chunk
     chunked = splits_module.channel_stats(train)
     assert chunked[0] == pytest.approx(exact[0], abs=1e-6) and chunked[1] == pytest.approx(exact[1], abs=1e-5)
+
+
+def test_a_killed_builders_partial_file_is_removed_by_the_next_build(tmp_path):
+    root = write_class_folders(tmp_path / "colors", per_class=6, size=(20, 20))
+    path = folder.cache_path(folder.scan_folder(root).root, 16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stale = path.with_name(path.name + ".99999.partial")  # what `kill -9` during `tune data` leaves, full size
+    stale.write_bytes(b"\0" * 4096)
+    built, fresh = folder.cached(root, 16)
+    assert len(built.y) == 18 and not stale.exists()
+    assert not list(path.parent.glob("*.partial"))

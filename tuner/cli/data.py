@@ -58,8 +58,8 @@ def print_report(report: dict[str, Any]) -> None:
     state = "up to date" if cache["fresh"] else f"built now, decoding took {cache['decode_seconds']:.1f} s"
     console.print(f"Cache: {cache['path']} ({state})")
     console.print(f"On {report['placement']['device']}, {report['placement']['line']}")
-    size = "" if report["default_image_size"] else f" --image-size {report['image_size']}"
-    console.print(f"Ready: tune start --dataset {shlex.quote(report['root'])}{size}")
+    # the size always: tune start chooses from its own epochs and device, and another size is another cache
+    console.print(f"Ready: tune start --dataset {shlex.quote(report['root'])} --image-size {report['image_size']}")
 
 
 @click.command("data")

@@ -193,18 +193,11 @@ class Gatherer:
                 if sort:
                     index = index.sort().values
                 rows = index if self.rows is None else self.rows[index]
-                item = self._gather(number, rows, index)
-                while not stop.is_set():
-                    try:
-                        out.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _hand_over(out, self._gather(number, rows, index), stop):
                     return
-            out.put(None)
+            _hand_over(out, None, stop)
         except BaseException as e:  # handed to the training thread, which raises it
-            out.put(e)
+            _hand_over(out, e, stop)
 
     def batches(self, order: torch.Tensor, batch_size: int, sort: bool) -> Iterator[tuple[torch.Tensor,
                                                                                         torch.Tensor]]:
@@ -235,3 +228,14 @@ class Gatherer:
         finally:
             stop.set()
             worker.join()
+
+
+def _hand_over(out: queue.Queue[object], item: object, stop: threading.Event) -> bool:
+    """Put `item` on `out` unless the consumer stopped first (a full queue then never empties): whether it went."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False

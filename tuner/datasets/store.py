@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -105,6 +106,9 @@ def open_store(path: Path) -> Store | None:
         count, row = shape[0], int(np.prod(shape[1:]))
         meta_at = HEADER_BYTES + count * (row + 9)
         fd = os.open(path, os.O_RDONLY)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
         info = os.fstat(fd)
         if info.st_size != meta_at + header["meta_bytes"]:
             os.close(fd)
@@ -114,6 +118,7 @@ def open_store(path: Path) -> Store | None:
         array = np.memmap(path, dtype=np.uint8, mode="r", offset=HEADER_BYTES, shape=shape) if count else \
             np.zeros(shape, np.uint8)
     except (OSError, ValueError, KeyError, TypeError):
+        os.close(fd)
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a read-only mapping: torch warns that it is not writable; nothing writes
@@ -239,6 +244,8 @@ def building(path: Path) -> Iterator[None]:
         except BlockingIOError:
             print(f"another tune process is building the image cache {path}; waiting for it", file=sys.stderr)
             fcntl.flock(fd, fcntl.LOCK_EX)
+        for stale in path.parent.glob(glob.escape(path.name) + ".*.partial"):  # a killed builder's: no one else builds
+            stale.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)

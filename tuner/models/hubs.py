@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import importlib
 import inspect
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from tuner.errors import TuneError, one_line
 from tuner.spec.refs import TIMM_INSTALL
 
 # Builder arguments that make a torchvision model a plain classifier (one output in training too).
+DOWNLOAD_TIMEOUT = 10.0  # seconds a pretrained-weights check waits for the network before training from scratch
 TORCHVISION_DEFAULTS = {"googlenet": {"aux_logits": False, "init_weights": True},
                         "inception_v3": {"aux_logits": False, "init_weights": True}}
 
@@ -118,10 +120,14 @@ def pretrained_at_hand(name: str) -> str | None:
 
     if torchvision_weights_file(name).exists():
         return None
+    timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)  # a network that drops packets must not freeze a new study
     try:
         torchvision_state(f"torchvision:{name}", torchvision.models.get_model_weights(name).DEFAULT.url)
     except TuneError as e:
         return str(e)
+    finally:
+        socket.setdefaulttimeout(timeout)
     return None
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,6 +30,13 @@ class Interrupts:
         if cls.in_objective:
             raise KeyboardInterrupt
 
+    @staticmethod
+    def quiet_unraisable(unraisable: Any) -> None:
+        """A signal that lands in a finalizer (a database connection collected mid-epoch) cannot raise there; it was
+        noted, and is raised at the next safe point: say nothing rather than print its traceback."""
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            sys.__unraisablehook__(unraisable)
+
     @classmethod
     def check(cls) -> None:
         if cls.requested:
@@ -49,8 +57,10 @@ def sigterm_as_interrupt(runs_trials: bool = True) -> Iterator[None]:
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    hook, sys.unraisablehook = sys.unraisablehook, Interrupts.quiet_unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = hook
         for sig, handler in previous.items():
             signal.signal(sig, handler)

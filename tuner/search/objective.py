@@ -53,8 +53,10 @@ class Objective:
         self.seed = seed
         self.on_epoch = on_epoch
         self.on_batch = on_batch
-        # `pruner: none` runs every trial to its last epoch: no stuck rule either
-        self.chance = Chance.of(splits.val.y, splits.num_classes) if spec.pruner != "none" else None
+        # `pruner: none` runs every trial to its last epoch: no stuck rule either. The rule reads plain accuracy, which
+        # a run selected on balanced accuracy or macro F1 (imbalanced classes, class weights) may rightly trade away
+        stuck_rule = spec.pruner != "none" and spec.metric in ("accuracy", "loss")
+        self.chance = Chance.of(splits.val.y, splits.num_classes) if stuck_rule else None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         seed = trial_seed(trial, self.seed)
