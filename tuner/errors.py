@@ -32,6 +32,11 @@ def one_line(error: BaseException, limit: int | None = 200) -> str:
     return text if limit is None else text[:limit]
 
 
+def counted(count: int, word: str, plural: str | None = None) -> str:
+    """"1 epoch", "2 epochs": a count with its noun in the right number (`plural` where it is not word + "s")."""
+    return f"{count:,} {word if count == 1 else plural or word + 's'}"
+
+
 def raise_interrupt(signum: int, frame: object) -> None:
     """A signal handler that makes SIGTERM act as Ctrl-C (KeyboardInterrupt), so cleanup code runs."""
     raise KeyboardInterrupt

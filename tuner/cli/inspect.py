@@ -14,6 +14,7 @@ import click
 from tuner.cli import output
 from tuner.cli.common import storage_option
 from tuner.cli.output import emit, format_option, study_argument
+from tuner.errors import counted
 from tuner.record import TEST_ATTR
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def print_detail(detail: dict[str, Any]) -> None:
 
     console = output.stdout_console()
     metric = f" {detail['metric']}" if detail["metric"] else ""
-    console.print(f"Study {detail['name']}: {detail['direction']}{metric}; {output.counted(detail['trials'], 'trial')} "
+    console.print(f"Study {detail['name']}: {detail['direction']}{metric}; {counted(detail['trials'], 'trial')} "
                   f"({_states_text(detail['states'])}); last activity {output.text(detail['last_activity'])}")
     if detail.get("input"):
         console.print(data_line(detail["input"]))
@@ -121,7 +122,7 @@ def print_detail(detail: dict[str, Any]) -> None:
         console.print("Best: no completed trial yet")
     else:
         console.print(f"Best: trial {best['number']}, value {output.text(best['value'])}, test accuracy "
-                      f"{output.text(best['user_attrs'].get(TEST_ATTR))}, {output.counted(best['epochs'], 'epoch')} in "
+                      f"{output.text(best['user_attrs'].get(TEST_ATTR))}, {counted(best['epochs'], 'epoch')} in "
                       f"{output.seconds(best['duration'])}")
         console.print("  " + " ".join(f"{k}={output.text(v)}" for k, v in best["params"].items()))
         if detail.get("model"):
@@ -156,7 +157,7 @@ def print_detail(detail: dict[str, Any]) -> None:
 def front_title(objectives: dict[str, str], size: int) -> str:
     """"Pareto front: 3 trials (val_accuracy maximized, p95_latency_ms minimized)"."""
     what = ", ".join(f"{name} {direction[:-1]}ed" for name, direction in objectives.items())
-    return f"Pareto front: {output.counted(size, 'trial')} ({what})"
+    return f"Pareto front: {counted(size, 'trial')} ({what})"
 
 
 def data_line(info: dict[str, Any]) -> str:
@@ -164,14 +165,14 @@ def data_line(info: dict[str, Any]) -> str:
     classes = info.get("classes") or []
     shown = ", ".join(classes[:10]) + (f", ... ({len(classes) - 10} more)" if len(classes) > 10 else "")
     shape = "x".join(str(n) for n in info.get("shape", []))
-    counted = output.counted(len(classes), "class", "classes")
-    return f"Data: {info.get('dataset', '?')}, {shape} images, {counted}: {shown}"
+    classes_text = counted(len(classes), "class", "classes")
+    return f"Data: {info.get('dataset', '?')}, {shape} images, {classes_text}: {shown}"
 
 
 def pruning_line(pruning: dict[str, Any]) -> str:
     where = ", ".join(f"after epoch {epoch}: {n}" for epoch, n in pruning["pruned_at_epoch"].items())
     pruned = f"{pruning['pruned']} of {pruning['finished']} finished trials pruned"
-    run = output.counted(pruning["epochs_run"], "epoch")
+    run = counted(pruning["epochs_run"], "epoch")
     return (f"Pruning: {pruned}{f' ({where})' if where else ''}; {run} run against "
             f"{pruning['epochs_without_pruning']} without pruning ({pruning['epochs_saved_fraction']:.0%} saved)")
 
@@ -304,11 +305,11 @@ def delete(name: str, storage: str | None, yes: bool, weights_only: bool) -> Non
             return
         size = megabytes(summary["bytes"])
         if not yes:
-            click.confirm(f"Delete the {output.counted(summary['files'], 'kept weight file')} of study {name!r} "
+            click.confirm(f"Delete the {counted(summary['files'], 'kept weight file')} of study {name!r} "
                           f"({size})? Its trials stay.", abort=True)
         dropped = drop_kept_weights(study, storage_obj)
-        click.echo(f"Deleted {output.counted(dropped, 'kept weight file')} of study {name!r} ({size} freed); its "
-                   f"{output.counted(count, 'trial')} stay.")
+        click.echo(f"Deleted {counted(dropped, 'kept weight file')} of study {name!r} ({size} freed); its "
+                   f"{counted(count, 'trial')} stay.")
         return
     if not yes:
         click.confirm(f"Delete study {name!r} and its {count} trial(s) from {_storage_url(storage)}?", abort=True)

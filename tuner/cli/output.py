@@ -37,11 +37,6 @@ format_option = click.option("--format", "fmt", type=click.Choice(FORMATS), defa
                              help="table for people; json or csv for scripts (on stdout, messages on stderr).")
 
 
-def counted(count: int, word: str, plural: str | None = None) -> str:
-    """"1 epoch", "2 epochs": a count with its noun in the right number (`plural` where it is not word + "s")."""
-    return f"{count:,} {word if count == 1 else plural or word + 's'}"
-
-
 # --- machine formats
 
 def _jsonable(value: Any) -> Any:

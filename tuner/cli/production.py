@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuner.cli.common import data_dir_option, device_option, storage_option
-from tuner.cli.output import FORMATS, counted, emit, study_argument
+from tuner.cli.output import FORMATS, emit, study_argument
+from tuner.errors import counted
 
 if TYPE_CHECKING:
     from tuner.ship.export import Export

@@ -9,6 +9,8 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.errors import counted
+
 if TYPE_CHECKING:
     import optuna
 
@@ -50,6 +52,6 @@ def weights_line(name: str, summary: dict[str, Any] | None) -> str | None:
     store = f"the artifact store {summary['store']} holds {megabytes(summary['store_bytes'])} in all"
     if not summary["files"]:
         return f"Kept weights: none of this study ({store})"
-    files = f"{summary['files']} file{'s' if summary['files'] != 1 else ''}"
+    files = counted(summary["files"], "file")
     return (f"Kept weights: {files}, {megabytes(summary['bytes'])} ({store}); free them, keeping the trials: "
             f"tune delete {shlex.quote(name)} --weights-only")

@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Column
 
+from tuner.errors import counted
 from tuner.record import run_of, trial_note
 from tuner.search.bar import FittedColumn, Forms, best_forms, params_forms, status_forms
 from tuner.search.stopping import best_of, stagnation
@@ -162,7 +163,7 @@ class SearchProgress:
             value = "" if not trial.values else " value " + ", ".join(f"{v:.4f}" for v in trial.values)
             note = trial_note(trial)
             reason = f" ({note})" if note else ""
-            epochs = "1 epoch" if len(trial.intermediate_values) == 1 else f"{len(trial.intermediate_values)} epochs"
+            epochs = counted(len(trial.intermediate_values), "epoch")
             self.console.print(f"trial {trial.number} {trial.state.name}{value} after {epochs}{reason}; "
                                f"{self.best}{self.eta()}", highlight=False, soft_wrap=True)
 

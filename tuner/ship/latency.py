@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tuner.errors import counted
 from tuner.spec.constraints import STATS
 
 SEARCH_RUNS = 200  # timed calls per architecture during a search
@@ -67,7 +68,7 @@ class Measurement:
         """`p95 1.23 ms (p50 1.1) at batch 1 on onnxruntime, 1 thread, 612k params, 2.4 MB`."""
         size = f", {self.size_bytes / 1e6:.3g} MB" if self.size_bytes is not None else ""
         return (f"{stat} {self.latency(stat):.3g} ms (p50 {self.latency('p50'):.3g}) at batch {self.batch} on "
-                f"{self.runtime}, {self.threads} thread{'s' if self.threads > 1 else ''}, "
+                f"{self.runtime}, {counted(self.threads, 'thread')}, "
                 f"{self.params / 1e3:.4g}k params{size}")
 
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.errors import SpecError
+from tuner.errors import SpecError, counted
 from tuner.spec import checks
 
 STATS = ("p50", "p90", "p95", "p99")
@@ -117,7 +117,7 @@ class Constraints:
         if not limits:
             return "none"
         return (f"{', '.join(limits)} (batch {self.latency_batch}, {self.latency_on}, "
-                f"{self.latency_threads} thread{'s' if self.latency_threads > 1 else ''})")
+                f"{counted(self.latency_threads, 'thread')})")
 
 
 def check_objectives(raw: Any, metric: str) -> tuple[str, ...]:

@@ -9,6 +9,7 @@ rate and its schedule, regularization) is the shared space's, and follows it whe
 
 from __future__ import annotations
 
+from tuner.errors import counted
 from tuner.spec.params import Choices, Domain, Fixed, Range, default_search
 from tuner.spec.refs import MODEL_ARG, is_folder
 
@@ -70,9 +71,9 @@ def photo_image_size(device_type: str, cores: int, train_images: int, epochs: in
     side = fitting[-1]
     if median_side is not None and median_side < side:  # smaller images than any of SIZES keep their median side
         side = max([s for s in SIZES if s <= median_side], default=max(MIN_SIZE, median_side))
-    where = f"{cores} CPU core{'s' if cores != 1 else ''}" if device_type == "cpu" else device_type.upper()
+    where = counted(cores, "CPU core") if device_type == "cpu" else device_type.upper()
     median = f"; median shorter side {median_side} px" if median_side is not None else ""
-    runs = f"{epochs} epoch{'s' if epochs != 1 else ''}"
+    runs = counted(epochs, "epoch")
     return side, (f"image size {side} px, for {where} and {train_images:,} training images x {runs} "
                   f"(about {_minutes(side * side * pixels / rate)} a trial{median}): change it with --image-size N "
                   "(larger: slower, often more accurate)")
