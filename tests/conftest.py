@@ -68,8 +68,11 @@ def _isolated_session(tmp_path_factory) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
-    """No test reads or writes the user's real storage, data or caches."""
+    """No test reads or writes the user's real storage, data or caches (weights another test loaded included)."""
+    from tuner.models.hubs import torchvision_state
+
     _isolate(monkeypatch, tmp_path_factory.mktemp("home"))
+    torchvision_state.cache_clear()
 
 
 @pytest.fixture
