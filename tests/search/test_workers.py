@@ -161,7 +161,7 @@ def trials_train_one_epoch(monkeypatch) -> None:
 def test_sigkill_leaves_the_trial_fail_and_the_next_start_retries_its_params(cli, tiny_spec, data_dir, storage_url,
                                                                              monkeypatch):
     common = ("--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url, "--device", "cpu",
-              "--heartbeat-interval", 1, "--grace-period", 3)
+              "--heartbeat-interval", 1, "--grace-period", 3, "--pruner", "none")  # random images: stuck at chance
     process = tune_process("start", "--trials", 1, "--epochs", 500, *common)
     victim = wait_for(running_trial_with_an_epoch(storage_url), what="a trial to report an epoch")
     process.kill()
@@ -211,7 +211,8 @@ def test_a_killed_worker_is_replaced_and_its_trial_retried_in_the_same_run(tiny_
 
 @pytest.mark.filterwarnings("ignore:The reported value is ignored")  # the retry's replayed epoch 1
 def test_sigterm_fails_the_running_trials_and_the_study_resumes(cli, tiny_spec, data_dir, storage_url, monkeypatch):
-    common = ("--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url, "--device", "cpu")
+    common = ("--spec", tiny_spec, "--data-dir", data_dir, "--storage", storage_url, "--device", "cpu",
+              "--pruner", "none")  # on random images a trial is stuck at chance: these must run on
     process = tune_process("start", "--workers", 2, "--trials", 4, "--epochs", 500, *common)
     wait_for(running_trial_with_an_epoch(storage_url), what="a trial to report an epoch")
     process.send_signal(signal.SIGTERM)
