@@ -10,6 +10,10 @@
            the machine's load changes how long the searches take, not what they find. Reads the best trial of each
            (validation and test accuracy, its architecture's p95), the trials pruned before training, and the
            epochs trained in all.
+    python scripts/bench_deploy.py --dataset ../shared/data/photos-dev --image-size 64 --trials 15 --seeds 1
+        The same on a folder of photos: its default study (the photo family rescnn at model.width 16, 24, 32), both
+        arms at one image size (`--image-size`, what `tune start` chose there; fixed so that the arms compare the
+        same architectures).
 Writes deploy.json in --out and prints the tables as Markdown.
 """
 
@@ -33,15 +37,16 @@ from tuner.ship.latency import measure
 from tuner.spec import RunConfig
 from tuner.storage import open_storage
 
-WIDTHS = (16, 24, 32)  # the default study's architectures
+WIDTHS = (16, 24, 32)  # the default study's architectures (the benchmarks' bncnn and the photo family alike)
 
 
-def stability(repeats: int) -> dict[int, dict[str, Any]]:
+def stability(repeats: int, model: str, shape: tuple[int, int, int], classes: int) -> dict[int, dict[str, Any]]:
     out = {}
+    channels = shape[0]
     for width in WIDTHS:
-        config = RunConfig(model="bncnn", model_args={"width": width})
-        network = build_model(config, (1, 28, 28), 10, (0.0,), (1.0,), load_pretrained=False)
-        runs = [measure(network, (1, 28, 28)) for _ in range(repeats)]
+        config = RunConfig(model=model, model_args={"width": width})
+        network = build_model(config, shape, classes, (0.0,) * channels, (1.0,) * channels, load_pretrained=False)
+        runs = [measure(network, shape) for _ in range(repeats)]
         row: dict[str, Any] = {"params": runs[0].params, "size_bytes": runs[0].size_bytes,
                                "load": [r.environment.get("load") for r in runs]}
         for stat in ("p50", "p95"):
@@ -52,12 +57,12 @@ def stability(repeats: int) -> dict[int, dict[str, Any]]:
     return out
 
 
-def search(flags: list[str], seed: int, trials: int, data_dir: Path, work: Path, name: str,
+def search(flags: list[str], seed: int, trials: int, data: list[str], work: Path, name: str,
            epochs: int | None) -> dict[str, Any]:
     storage = f"sqlite:///{work / 'bench.db'}"
     env = {**os.environ, "HOME": str(work / "home")}
-    command = [sys.executable, "-m", "tuner", "start", "--study", name, "--storage", storage, "--data-dir",
-               str(data_dir), "--trials", str(trials), "--seed", str(seed), "--device", "cpu", *flags,
+    command = [sys.executable, "-m", "tuner", "start", "--study", name, "--storage", storage, *data,
+               "--trials", str(trials), "--seed", str(seed), "--device", "cpu", *flags,
                *(["--epochs", str(epochs)] if epochs else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
@@ -79,7 +84,10 @@ def search(flags: list[str], seed: int, trials: int, data_dir: Path, work: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, required=True)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--data-dir", type=Path, help="where Fashion-MNIST's files are (the benchmarks' default study)")
+    where.add_argument("--dataset", type=Path, help="a folder of photos (DIR/train/CLASS/*.jpg): its default study")
+    parser.add_argument("--image-size", type=int, default=64, help="with --dataset: the side images are trained at")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1])
     parser.add_argument("--repeats", type=int, default=10)
@@ -88,7 +96,13 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=1 / 3,
                         help="the limit, as a share of the unconstrained winner's p95 [default: a third]")
     args = parser.parse_args()
-    table = stability(args.repeats)
+    if args.dataset:
+        classes = len([d for d in (args.dataset / "train").iterdir() if d.is_dir()])
+        table = stability(args.repeats, "rescnn", (3, args.image_size, args.image_size), classes)
+        data = ["--dataset", str(args.dataset.resolve()), "--image-size", str(args.image_size)]
+    else:
+        table = stability(args.repeats, "bncnn", (1, 28, 28), 10)
+        data = ["--data-dir", str(args.data_dir)]
     print("| width | params | ONNX MB | p50 ms median (min-max, CV) | p95 ms median (min-max, CV) |")
     print("|---|---|---|---|---|")
     for width, row in table.items():
@@ -100,9 +114,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for seed in args.seeds:
-            free = search([], seed, args.trials, args.data_dir, work, f"free-{seed}", args.epochs)
+            free = search([], seed, args.trials, data, work, f"free-{seed}", args.epochs)
             limit = table[free["width"]]["p95"]["median"] * args.share
-            bound = search(["--max-latency", f"{limit:.4f}ms"], seed, args.trials, args.data_dir, work,
+            bound = search(["--max-latency", f"{limit:.4f}ms"], seed, args.trials, data, work,
                            f"bound-{seed}", args.epochs)
             results.append({"seed": seed, "limit_ms": limit, "free": free, "bound": bound})
             print(json.dumps(results[-1]), flush=True)

@@ -11,19 +11,30 @@ train/validation split of the same data on the same device, and evaluate validat
 Throughput is training samples per second of wall time over whole epochs (train + validation). The last line
 printed is JSON. `--model` takes any model reference (`torchvision:resnet18`); `--augment-cost` also times tune's
 epochs with on-device flips and translations against none and against kornia.augmentation; `--schedule-cost` times
-them with each learning-rate schedule (cosine and onecycle step after every batch). Examples:
+them with each learning-rate schedule (cosine and onecycle step after every batch).
+
+`--photos DIR` (a folder of photos, DIR/train/CLASS/*.jpg) instead times, at each of `--sizes`, tune's loop
+(`train_epoch` on the decoded uint8 cache, flips, random-resized crops and colour jitter on the device) against
+torchvision's ImageFolder + transforms.v2 (the same augmentations, per image) + DataLoader with each of `--workers`,
+arms alternating, the same network (rescnn width 24, channels-last), Adam and precision each way: a whole epoch
+each at 64 px, `--photo-images` images above; and tune's one-time cache build, which the DataLoader replaces by
+decoding every epoch. About 8 minutes on one thread of the 2-core CPU here; on a GPU add `--device cuda` and more
+workers (`--workers 0 4 8`). Examples:
 
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini --model bncnn \
         --augment-cost --repeats 5
     python scripts/bench_search.py --device cpu --data-dir ../shared/data/fashion-mnist-mini \
         --model torchvision:resnet18 --epochs 1 --repeats 2
+    OMP_NUM_THREADS=1 python scripts/bench_search.py --device cpu --photos ../shared/data/photos-dev --batch-size 64
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -31,9 +42,11 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from tuner.datasets import Splits, load_splits
 from tuner.datasets.splits import split_off
@@ -42,6 +55,8 @@ from tuner.spec import RunConfig, StudySpec
 from tuner.spec.refs import BENCHMARKS
 from tuner.testing import write_idx_dataset
 from tuner.train import fit, make_optimizer, make_scheduler, resolve_device
+
+T = TypeVar("T")
 
 
 def synchronize(device: torch.device) -> None:
@@ -265,6 +280,98 @@ def study_rate(kind: str, spec: StudySpec, data_dir: str, splits: Splits, device
             "best_value": round(study.best_value, 4), "gpu_busy": busy.share}
 
 
+def timed(run: Callable[[], T], device: torch.device) -> tuple[T, float, float]:
+    """(what `run()` returns, wall seconds, CPU seconds): the CPU of this process and of its children that ended
+    meanwhile (DataLoader workers, which end with their epoch)."""
+    synchronize(device)
+    before, started = os.times(), time.perf_counter()
+    out = run()
+    synchronize(device)
+    after = os.times()
+    return out, time.perf_counter() - started, sum(after[:4]) - sum(before[:4])
+
+
+def loader_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader[Any],
+                 device: torch.device) -> None:
+    """The plain loop: batches from a DataLoader moved to the device, the same step as tune's (bf16 on CUDA)."""
+    model.train()
+    for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def photo_speed(root: Path, size: int, workers: list[int], images_per_arm: int, batch_size: int, rounds: int,
+                device: torch.device) -> dict[str, Any]:
+    """Training images/s at `size` px of tune's loop (the decoded uint8 cache, batches drawn by index, flips,
+    crops and jitter on the device: `train_epoch`) and of torchvision's ImageFolder + transforms.v2 + DataLoader
+    (each JPEG decoded and augmented per image, every epoch) with each count of `workers`, arms alternating in
+    `rounds` rounds over the same number of images: a whole epoch at 64 px or less, else `images_per_arm`. The
+    same network (rescnn width 24, channels-last as `fit` trains it), Adam and precision each way. Also the
+    one-time cost of tune's cache (decoding the folder once; $TUNE_CACHE_DIR: a fresh one)."""
+    from torchvision import datasets
+    from torchvision.transforms import v2
+
+    from tuner.augment import Augment
+    from tuner.train import train_epoch
+
+    config = RunConfig(dataset=str(root), image_size=size, model="rescnn", model_args={"width": 24}, optimizer="adam",
+                       lr=1e-3, batch_size=batch_size, dropout=0.0, flip=True, crop=0.35, jitter=0.2)
+    splits, cache_s, cache_cpu_s = timed(lambda: load_splits(config.dataset, "", config.validation,
+                                                             config.split_seed, str(device), True, size), device)
+    n = len(splits.train) if size <= 64 else min(images_per_arm, len(splits.train))
+    images = splits.train.subset(torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(0))[:n])
+    augment = Augment(flip=config.flip, crop=config.crop, jitter=config.jitter)
+    transform = v2.Compose([v2.RandomResizedCrop(size, scale=(config.crop, 1.0)), v2.RandomHorizontalFlip(),
+                            v2.ColorJitter(config.jitter, config.jitter, config.jitter), v2.ToImage(),
+                            v2.ToDtype(torch.float32, scale=True), v2.Normalize(splits.mean, splits.std)])
+    folder = datasets.ImageFolder(str(root / "train"), transform=transform)
+    subset = torch.utils.data.Subset(folder, torch.randperm(len(folder))[:n].tolist())
+
+    def loader(workers: int, data: torch.utils.data.Dataset[Any] = subset) -> DataLoader[Any]:
+        return DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=workers,
+                          pin_memory=device.type == "cuda")
+
+    torch.manual_seed(0)
+    tune_model, plain = (build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
+                         .to(device).to(memory_format=torch.channels_last) for _ in range(2))
+    plain = cast(nn.Sequential, plain)[1]  # the network alone: the transform normalizes
+    tune_optimizer, plain_optimizer = (make_optimizer(config, m.parameters(), device) for m in (tune_model, plain))
+    generator = torch.Generator(device=device).manual_seed(0)
+    arms: dict[str, Callable[[], object]] = {
+        "tune": functools.partial(train_epoch, tune_model, tune_optimizer, images, batch_size, generator, augment)}
+    for w in workers:
+        arms[f"loader{w}"] = functools.partial(loader_epoch, plain, plain_optimizer, loader(w), device)
+    # warm-up (kernels, allocator), untimed: a batch each way
+    train_epoch(tune_model, tune_optimizer, images.subset(torch.arange(batch_size)), batch_size, generator, augment)
+    loader_epoch(plain, plain_optimizer, loader(0, torch.utils.data.Subset(subset, range(batch_size))), device)
+    times: dict[str, list[tuple[float, float]]] = {arm: [] for arm in arms}
+    for r in range(rounds):
+        for arm in (list(arms) if r % 2 == 0 else list(arms)[::-1]):
+            times[arm].append(timed(arms[arm], device)[1:])
+    row: dict[str, Any] = {"size": size, "images_per_arm": n, "rounds": rounds, "tune_cache_s": round(cache_s, 2),
+                           "tune_cache_cpu_s": round(cache_cpu_s, 2)}
+    for arm, measured in times.items():
+        row[f"{arm}_images_per_s"] = round(n / statistics.median(wall for wall, _ in measured), 1)
+        row[f"{arm}_images_per_cpu_s"] = round(n / statistics.median(cpu for _, cpu in measured), 1)
+    best = max(arms.keys() - {"tune"}, key=lambda arm: row[f"{arm}_images_per_s"])
+    row["best_loader"], row["speedup"] = best, round(row["tune_images_per_s"] / row[f"{best}_images_per_s"], 2)
+    epochs, train = RunConfig().epochs, len(splits.train)  # a default trial: 8 epochs of the whole training split
+    row["trial_s"] = {"tune_with_cache": round(cache_s + epochs * train / row["tune_images_per_s"], 1),
+                      "loader": round(epochs * train / row[f"{best}_images_per_s"], 1)}
+    print(f"{size} px, {n} images per arm, {rounds} rounds: tune {row['tune_images_per_s']:.0f} img/s "
+          f"({row['tune_images_per_cpu_s']:.0f} img/CPU-s); "
+          + "; ".join(f"DataLoader workers {w} {row[f'loader{w}_images_per_s']:.0f} img/s "
+                      f"({row[f'loader{w}_images_per_cpu_s']:.0f} img/CPU-s)" for w in workers)
+          + f"; tune / best DataLoader {row['speedup']:.2f}x. Tune's cache, built once: {cache_s:.1f} s "
+          f"({cache_cpu_s:.1f} CPU-s); {epochs} epochs of {train} images: tune {row['trial_s']['tune_with_cache']} s "
+          f"with its cache, DataLoader {row['trial_s']['loader']} s (decoding every epoch)", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -286,9 +393,23 @@ def main() -> None:
                              "and compare trials/hour")
     parser.add_argument("--study-model", default=None, help="model of that study (default: the default study's)")
     parser.add_argument("--study-epochs", type=int, default=None, help="epochs per trial of that study")
+    parser.add_argument("--photos", type=Path, metavar="DIR",
+                        help="image folder (DIR/train/CLASS/*.jpg): tune's loop against ImageFolder + DataLoader")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224], help="--photos: image sizes")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="--photos: DataLoader workers")
+    parser.add_argument("--photo-images", type=int, default=512,
+                        help="--photos: images each arm trains per round above 64 px (64 px: a whole epoch)")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
+    if args.photos:
+        print(f"device: {device}, threads: {torch.get_num_threads()}, load average: {os.getloadavg()}")
+        with tempfile.TemporaryDirectory(prefix="tune-bench-cache-") as cache:  # built afresh, then deleted
+            os.environ["TUNE_CACHE_DIR"] = cache
+            rows = [photo_speed(args.photos, size, args.workers, args.photo_images, args.batch_size, args.repeats,
+                                device) for size in args.sizes]
+        print(json.dumps({"device": str(device), "photos": rows, "load_average": os.getloadavg()}))
+        return
     data_dir = args.data_dir
     if data_dir is None or not (Path(data_dir) / BENCHMARKS[args.dataset].files).exists():
         data_dir = str(write_idx_dataset(tempfile.mkdtemp(prefix="tune-bench-"), args.dataset,

@@ -56,6 +56,17 @@ def test_same_seed_same_result(splits):
     assert first.test_accuracy == second.test_accuracy
 
 
+def test_trivial_augment_mixup_and_cutmix_replay_exactly_and_still_learn(splits):
+    config = RunConfig(model="mlp", lr=1e-3, epochs=2, seed=3, trivial_augment=True, mixup=0.2, cutmix=1.0,
+                       label_smoothing=0.1, class_weights=True)
+    first, second = fit(config, splits), fit(config, splits)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                  second.model.state_dict().values(), strict=True))
+    plain = fit(config.replace(trivial_augment=False, mixup=0.0, cutmix=0.0), splits)
+    assert plain.history[-1].train_loss < first.history[-1].train_loss  # mixed targets are harder to fit
+    assert first.test_accuracy is not None and first.test_accuracy > 0.7
+
+
 def test_exploding_loss_raises_diverged(splits):
     with pytest.raises(Diverged, match="training loss became (nan|inf) in epoch 1"):
         fit(RunConfig(model="mlp", optimizer="sgd", lr=1e6, momentum=0.9, epochs=3), splits)
@@ -87,13 +98,14 @@ def test_compiled_training_matches_eager(splits, monkeypatch):
 @pytest.mark.parametrize(("model", "optimizer", "scheduler"), [
     ("mlp", "adam", "onecycle"), ("bncnn", "sgd", "cosine"), ("cnn", "rmsprop", "step")])
 def test_a_run_resumed_from_its_saved_state_ends_bit_exact(splits, model, optimizer, scheduler):
-    """Dropout, flips and shifts draw random numbers, batch norm keeps running statistics, SGD a momentum, the
-    per-batch schedules (one cycle also Adam's betas) a step count: the state `fit` hands out after epoch 2,
-    serialized and read back, continues to the uninterrupted run's end."""
+    """Dropout, flips, shifts, TrivialAugment and CutMix draw random numbers, batch norm keeps running statistics,
+    SGD a momentum, the per-batch schedules (one cycle also Adam's betas) a step count: the state `fit` hands out
+    after epoch 2, serialized and read back, continues to the uninterrupted run's end."""
     from tuner.ship.resume import read_state, state_bytes
 
     config = RunConfig(model=model, optimizer=optimizer, scheduler=scheduler, epochs=4, batch_size=32,
-                       dropout=0.3, flip=True, translate=2, momentum=0.9, seed=7)
+                       dropout=0.3, flip=True, translate=2, trivial_augment=model == "bncnn", cutmix=1.0,
+                       momentum=0.9, seed=7)
     whole = fit(config, splits)
     saved: list[bytes] = []
 

@@ -36,10 +36,11 @@ def load_model(path: str | Path, device: str = "cpu") -> Classifier:
 
 
 def predict(model: Classifier | str | Path, images: Any, *, top_k: int = 1, device: str | None = None,
-            batch_size: int = 256) -> Predictions:
+            batch_size: int = 256, tta: str = "none") -> Predictions:
     """Label `images` (image files, folders walked recursively, or a uint8 tensor (N, C, H, W) at the model's input
     shape) with `model`; files are prepared exactly as the training images were. Returns the predictions in input
-    order (`.path`, `.class_name`, `.probability`, `.top`); unreadable files are listed in `.skipped`."""
+    order (`.path`, `.class_name`, `.probability`, `.top`); unreadable files are listed in `.skipped`.
+    `tta="flip"` averages each image's probabilities with its left-right mirror's."""
     from tuner.ship.inference import predict as run
 
-    return run(model, images, top_k=top_k, device=device, batch_size=batch_size)
+    return run(model, images, top_k=top_k, device=device, batch_size=batch_size, tta=tta)

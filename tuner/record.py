@@ -7,6 +7,7 @@ Stored studies are data that outlive versions of tune: a name here is never rena
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ CONFIG_ATTR = "config"  # the run config the trial trains (RunConfig.to_dict())
 SEED_ATTR = "seed"  # its training seed: Optuna's retry callback copies it to the retry
 THREADS_ATTR = "threads"  # torch CPU threads it trained with: `tune train` replays them
 TEST_ATTR = "test_accuracy"  # test accuracy of the trial's final model
+PER_CLASS_ATTR = "val_per_class"  # of its final model on validation: {class: {"images": n, "accuracy": recall}}
 SECONDS_ATTR = "train_seconds"  # seconds `fit` took
 REASON = "reason"  # why it was pruned for divergence or failed (out of memory, interrupted)
 INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"  # the REASON of a trial stopped by the user; resumes redo it
@@ -91,6 +93,14 @@ def stored_config(trial: FrozenTrial) -> dict[str, Any] | None:
     """The run config a trial recorded, as plain data (None for trials not run by tune)."""
     raw = trial.user_attrs.get(CONFIG_ATTR)
     return raw if isinstance(raw, dict) else None
+
+
+def per_class(confusion: list[list[int]], classes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """{class: {"images": its images, "accuracy": the share of them predicted right, None without images}} of a
+    confusion matrix (rows: true class, columns: predicted): a PER_CLASS_ATTR, and metrics.json's per-class scores."""
+    rows = zip(classes, confusion, strict=True)
+    return {name: {"images": sum(row), "accuracy": row[i] / sum(row) if sum(row) else None}
+            for i, (name, row) in enumerate(rows)}
 
 
 def record_trial_start(trial: optuna.Trial, config: RunConfig, seed: int, threads: int,

@@ -18,7 +18,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from tuner.augment import Augment
+from tuner.augment import NO_AUGMENT, Augment
 from tuner.datasets import Images, Splits
 from tuner.errors import TuneError
 from tuner.models import build_model
@@ -124,11 +124,11 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager[None]:
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images, batch_size: int,
-                generator: torch.Generator, augment: Augment | None = None,
+                generator: torch.Generator, augment: Augment = NO_AUGMENT,
                 label_smoothing: float = 0.0, on_batch: Callable[[int, int], None] | None = None,
                 schedule: torch.optim.lr_scheduler.LRScheduler | None = None,
                 class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """One pass over `data` in a seeded random order, each batch augmented on the device when `augment` is on;
+    """One pass over `data` in a seeded random order, each batch augmented (and mixed) on the device by `augment`;
     returns the summed (smoothed, `class_weight`-weighted) loss, still on the device. `on_batch(done, batches)`
     hears the progress as the epoch starts and then every BATCH_REPORT_SECONDS, timed on the host clock (never a
     device sync). `schedule` (a per-batch one) is stepped after each batch: host arithmetic only."""
@@ -136,14 +136,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: Images
     device = data.compute_device
     loss_sum = torch.zeros((), device=device)
     batches, reported = -(-len(data) // batch_size), -math.inf
+    criterion = functools.partial(nn.functional.cross_entropy, weight=class_weight, label_smoothing=label_smoothing)
     for done, (x, y) in enumerate(data.batches(batch_size, generator)):
         if on_batch is not None and time.monotonic() - reported >= BATCH_REPORT_SECONDS:
             reported = time.monotonic()
             on_batch(done, batches)
         if augment:
             x = augment(x, generator)
+        if mixing := augment.mixes:  # each image `share` its own label's, the rest its partner's
+            x, partner, share = augment.mix(x, y, generator)
         with _autocast(device):
-            loss = nn.functional.cross_entropy(model(x), y, class_weight, label_smoothing=label_smoothing)
+            out = model(x)
+            loss = criterion(out, y) if not mixing else torch.lerp(criterion(out, partner), criterion(out, y), share)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -252,7 +256,7 @@ def _state(config: RunConfig, history: list[Epoch], model: nn.Module, optimizer:
 def _restore(state: TrainState, config: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer,
              scheduler: torch.optim.lr_scheduler.LRScheduler, generator: torch.Generator) -> list[Epoch]:
     """Put `state` back into the freshly built run; returns the history it had."""
-    if state.config != config.to_dict() or not 0 < state.epoch < config.epochs:
+    if not config.same_as(state.config) or not 0 < state.epoch < config.epochs:
         raise ValueError(f"a state after epoch {state.epoch} of another run config cannot continue this run")
     model.load_state_dict(state.model)
     optimizer.load_state_dict(state.optimizer)
@@ -303,14 +307,14 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     torch.manual_seed(config.seed)
     model = build_model(config, splits.shape, splits.num_classes, splits.mean, splits.std)
     model = model.to(device)
-    if device.type == "cuda" and has_convolutions(model):
-        model = model.to(memory_format=torch.channels_last)
+    # conv models train channels-last (faster on CPUs too) and are evaluated as saved: tested labels = served ones
+    layout = torch.channels_last if has_convolutions(model) else torch.contiguous_format
     optimizer = make_optimizer(config, parameter_groups(model, config.lr, config.backbone_lr if config.pretrained
                                                         else 1.0), device)
     scheduler = make_scheduler(config, optimizer, -(-len(splits.train) // config.batch_size))
     batch_schedule = scheduler if per_batch(config) else None
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    augment = Augment(config.flip, config.translate, config.crop, config.jitter)
+    augment = Augment.of(config)
     class_weight = balancing_weights(splits.train.y, splits.num_classes, device) if config.class_weights else None
     result = FitResult(model)
     if resume is not None:
@@ -321,6 +325,7 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
     for epoch in range(len(result.history) + 1, config.epochs + 1):
         epoch_start = time.perf_counter()
         batch_hook = None if on_batch is None else functools.partial(on_batch, epoch)
+        model.to(memory_format=layout)
         loss_sum = train_epoch(run_model, optimizer, splits.train, config.batch_size, generator, augment,
                                config.label_smoothing, batch_hook, batch_schedule, class_weight)
         if batch_schedule is None:
@@ -328,6 +333,7 @@ def fit(config: RunConfig, splits: Splits, on_epoch: Callable[[Epoch], None] | N
         train_loss = loss_sum.item() / len(splits.train)
         if not math.isfinite(train_loss):
             raise Diverged(epoch, train_loss)
+        model.to(memory_format=torch.contiguous_format)
         val_accuracy, val_loss, scores = evaluate(run_model, splits.val, splits.num_classes)
         record = Epoch(epoch, train_loss, val_accuracy, val_loss, time.perf_counter() - epoch_start, scores)
         result.history.append(record)

@@ -27,11 +27,12 @@ SPACE = {"optimizer": CategoricalDistribution(["adam", "sgd"]), "lr": FloatDistr
 
 
 def add_trial(study: optuna.Study, state: TrialState = TrialState.COMPLETE, value: float | None = None,
-              epochs: int = 3, seconds: float = 10.0, **params) -> None:
-    """A trial as `tune start` records it: params, per-epoch values, the run config and test accuracy."""
+              epochs: int = 3, seconds: float = 10.0, extra: dict | None = None, **params) -> None:
+    """A trial as `tune start` records it: params, per-epoch values, the run config and test accuracy (and the
+    user attrs in `extra`)."""
     params = {"optimizer": "adam", "lr": 0.01, "batch_size": 64, **params}
     config = RunConfig(model="mlp", epochs=3, validation=0.2, **params).to_dict()
-    attrs = {"config": config, "seed": len(study.trials)}
+    attrs = {"config": config, "seed": len(study.trials), **(extra or {})}
     if state == TrialState.COMPLETE:
         assert value is not None, "a complete trial has a value"
         attrs["test_accuracy"] = round(value - 0.01, 4)
@@ -157,6 +158,24 @@ def test_show_explains_missing_importances_and_best(storage_url):
                                           "optimizer")
     assert "(rough: from 2 completed trials, steadier from 10; " in invoke("show", "fmnist", "--storage",
                                                                           storage_url).stdout
+
+
+def test_show_lists_the_worst_classes_of_the_best_trial(storage_url):
+    study = make_study(storage_url)
+    add_trial(study, value=0.8)  # recorded by a tune before per-class accuracy: no table
+    assert "Validation accuracy per class" not in invoke("show", "fmnist", "--storage", storage_url).stdout
+    classes = {f"class {i:02d}": {"images": 10 + i, "accuracy": (20 - i) / 20} for i in range(12)}
+    add_trial(study, value=0.9, extra={"val_per_class": {**classes, "empty": {"images": 0, "accuracy": None}}})
+    table = invoke("show", "fmnist", "--storage", storage_url).stdout
+    lines = table.splitlines()
+    start = lines.index("Validation accuracy per class, trial 1, worst first:")
+    rows = [line.split("│")[1:4] for line in lines[start + 4:start + 14]]
+    assert [cell.strip() for cell in rows[0]] == ["class 11", "21", "0.45"]
+    assert [row[0].strip() for row in rows] == [f"class {i:02d}" for i in range(11, 1, -1)]
+    assert lines[start + 15] == "  ... 3 more (--format json lists all)"
+    detail = json.loads(invoke("show", "fmnist", "--storage", storage_url, "--format", "json").stdout)
+    assert [row["class"] for row in detail["per_class"]] == [f"class {i:02d}" for i in range(11, -1, -1)] + ["empty"]
+    assert detail["per_class"][0] == {"class": "class 11", "images": 21, "accuracy": 0.45}
 
 
 def test_show_without_a_name_shows_the_only_study(study, storage_url, tmp_path):

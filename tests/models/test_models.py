@@ -297,6 +297,32 @@ def test_models_without_convolutions_are_not_channels_last():
     assert has_convolutions(build_model(RunConfig(model="bncnn"), (1, 16, 16), 4, (0.5,), (0.25,)))
 
 
+def test_conv_models_train_channels_last_replay_exactly_and_are_tested_as_served(monkeypatch):
+    """Channels-last trains conv models faster on the CPU too (docs/benchmarks.md); the same config still ends in
+    the same weights, and the model is evaluated and handed back contiguous, as a model loaded from its weights
+    serves it: the labels the test counted are the served ones, exactly."""
+    import tuner.train
+    from tuner.train import predictions
+
+    layouts, train_epoch = [], tuner.train.train_epoch
+
+    def spy(model, *args, **kwargs):
+        conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+        layouts.append(conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return train_epoch(model, *args, **kwargs)
+
+    monkeypatch.setattr(tuner.train, "train_epoch", spy)
+    config, splits = RunConfig(model="bncnn", epochs=2, batch_size=16, flip=True, seed=5), tiny_splits(n=64)
+    first, second = fit(config, splits), fit(config, splits)
+    assert layouts == [True] * 4
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                  second.model.state_dict().values(), strict=True))
+    assert all(p.is_contiguous() for p in first.model.parameters())
+    served = build_model(config, splits.shape, 4, splits.mean, splits.std, load_pretrained=False)
+    served.load_state_dict(first.model.state_dict())
+    assert torch.equal(predictions(served, splits.test), first.test_predicted)
+
+
 def test_show_names_the_best_trial_of_each_model(cli, small_data_dir, storage_url, tmp_path):
     spec = tmp_path / "two.yaml"
     spec.write_text("name: two\nepochs: 1\nvalidation: 0.2\nsampler: random\n"

@@ -81,7 +81,7 @@ def folder_run(tmp_path_factory) -> dict:
     ok(invoke("train", work / "best.yaml", "--out", work / "run", "--device", "cpu"))
     study = optuna.load_study(study_name="shapes", storage=storage)
     return {"data": data, "run": work / "run", "export": work / "best.yaml", "weights": work / "best.safetensors",
-            "study": study, "metrics": json.loads((work / "run" / "metrics.json").read_text())}
+            "study": study, "storage": storage, "metrics": json.loads((work / "run" / "metrics.json").read_text())}
 
 
 # --- the served model behaves as the tested one
@@ -222,3 +222,68 @@ def test_weights_saved_before_classes_were_recorded_still_load(tmp_path):
     assert model.classes == tuple(str(i) for i in range(10))
     assert model.info.preprocess == with_steps(preprocess_record(1, (28, 28)))
     assert tuner.predict(model, torch.zeros(1, 1, 28, 28, dtype=torch.uint8))[0].class_name in model.classes
+
+
+# --- flip test-time augmentation
+
+def test_flip_tta_averages_each_image_with_its_mirror(folder_run):
+    from tuner.datasets.images import decode_for
+
+    model = tuner.load_model(folder_run["run"])
+    files = sorted((folder_run["data"] / "test" / "square").glob("*.png"))
+    images = torch.stack([decode_for(f, model.info.preprocess) for f in files])
+    with torch.no_grad():
+        expected = (torch.softmax(model(images), 1) + torch.softmax(model(images.flip(-1)), 1)) / 2
+    labelled = tuner.predict(model, files, tta="flip")
+    assert [p.class_name for p in labelled] == [CLASSES[i] for i in expected.argmax(1).tolist()]
+    assert [p.probability for p in labelled] == pytest.approx(expected.max(1).values.tolist(), abs=1e-6)
+    assert [p.probability for p in tuner.predict(model, images, tta="flip")] == [p.probability for p in labelled]
+    with pytest.raises(TuneError, match=r"^unknown tta 'rotate': use none or flip$"):
+        tuner.predict(model, files, tta="rotate")
+
+
+def test_flip_tta_on_a_model_trained_without_flips_says_so_once(folder_run):
+    assert folder_run["metrics"]["test_accuracy_tta_flip"] is None  # not measured: the config has flip: false
+    assert "With flip test-time augmentation" not in (folder_run["run"] / "README.md").read_text()
+    result = ok(invoke("predict", folder_run["run"], folder_run["data"] / "test", "--tta", "flip", "--format", "csv",
+                       "--device", "cpu"))
+    assert len(result.stdout.splitlines()) == 1 + 24
+    notes = [line for line in result.stderr.splitlines() if line.startswith("NOTE")]
+    assert notes == ["NOTE: --tta flip on a model trained without flips (flip: false): mirrored images are new to "
+                     "it, so averaging may not help"]
+    assert "NOTE" not in ok(invoke("predict", folder_run["run"], folder_run["data"] / "test")).stderr
+    assert_one_line_error(invoke("predict", folder_run["run"], folder_run["data"] / "test", "--tta", "rotate"),
+                          "Invalid value for '--tta': 'rotate' is not one of 'none', 'flip'.")
+
+
+def test_a_run_trained_with_flips_measures_flip_tta_on_its_test_split(folder_run, tmp_path):
+    document = yaml.safe_load(folder_run["export"].read_text())
+    document["config"]["flip"] = True
+    (tmp_path / "flips.yaml").write_text(yaml.safe_dump(document))
+    result = ok(invoke("train", tmp_path / "flips.yaml", "--out", tmp_path / "run", "--device", "cpu", "--epochs", 1))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    served = tuner.predict(tmp_path / "run", folder_run["data"] / "test", tta="flip")
+    assert metrics["test_accuracy_tta_flip"] == served.accuracy() and served.notes == []
+    assert f", {served.accuracy():.4f} with --tta flip after 1 epoch" in result.stdout
+    gain = (metrics["test_accuracy_tta_flip"] - metrics["test_accuracy"]) * 100
+    assert (f"With flip test-time augmentation (`tune predict --tta flip`: each image's probabilities averaged with "
+            f"its left-right mirror's, twice the compute): **{metrics['test_accuracy_tta_flip']:.2%}** ({gain:+.2f} "
+            "points).") in (tmp_path / "run" / "README.md").read_text()
+
+
+# --- per-class accuracy
+
+def test_each_trial_records_its_validation_accuracy_per_class_and_show_lists_the_best(folder_run):
+    best = folder_run["study"].best_trial
+    per_class = best.user_attrs["val_per_class"]
+    assert list(per_class) == list(CLASSES)
+    images = sum(scores["images"] for scores in per_class.values())
+    right = sum(scores["images"] * scores["accuracy"] for scores in per_class.values())
+    assert right / images == pytest.approx(best.intermediate_values[max(best.intermediate_values)], abs=1e-9)
+
+    storage = folder_run["storage"]
+    shown = json.loads(ok(invoke("show", "shapes", "--storage", storage, "--format", "json")).stdout)["per_class"]
+    assert [row["class"] for row in shown] == sorted(CLASSES, key=lambda name: per_class[name]["accuracy"])
+    assert {row["class"]: row["accuracy"] for row in shown} == {k: v["accuracy"] for k, v in per_class.items()}
+    table = ok(invoke("show", "shapes", "--storage", storage)).stdout
+    assert f"Validation accuracy per class, trial {best.number}, worst first:\n" in table

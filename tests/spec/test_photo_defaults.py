@@ -14,7 +14,7 @@ from PIL import Image
 
 from tuner.models.hubs import torchvision_weights_file
 from tuner.record import SPEC_ATTR
-from tuner.spec import Fixed, StudySpec
+from tuner.spec import Fixed, SpecError, StudySpec
 from tuner.spec.defaults import PHOTO_SEARCH, PRETRAINED_BACKBONE, photo_image_size
 from tuner.spec.params import default_search
 from tuner.spec.study import resolve_spec
@@ -30,7 +30,7 @@ def test_a_folder_gets_the_photo_study_and_a_benchmark_the_shared_one(tmp_path):
         {k: v for k, v in shared.items() if k not in PHOTO_SEARCH}
     fashion = resolve_spec("fashion-mnist", None, None, dataset="fashion-mnist")
     assert fashion.model == "bncnn" and fashion.search == shared
-    assert not {"flip", "crop", "jitter"} & set(fashion.search)  # flips hurt on Fashion-MNIST
+    assert not {"flip", "crop", "jitter", "trivial_augment", "mixup", "cutmix"} & set(fashion.search)  # flips hurt
     assert resolve_spec("photos", None, None, dataset=str(tmp_path), model="bncnn").model == "bncnn"
 
 
@@ -74,6 +74,33 @@ def test_tune_start_on_a_folder_says_the_size_it_chose_and_searches_the_photo_fa
     assert stored.model == "rescnn" and stored.image_size == 80
     trial = study.trials[0]
     assert trial.params["model.width"] in (16, 24, 32) and 0.25 <= trial.params["crop"] <= 1
+
+
+def test_production_trains_a_folder_studys_winner_three_times_a_trials_epochs(cli, tmp_path, storage_url):
+    photos = write_photos(tmp_path / "photos", per_class=6)
+    result = cli("start", "--dataset", photos, "--trials", 1, "--epochs", 1, "--storage", storage_url,
+                 "--image-size", 24)
+    assert result.exit_code == 0, result.output
+    assert "tune train --full-train will train the winner 3 epochs, 3x a trial's" in result.output
+    best = tmp_path / "best.yaml"
+    assert cli("export", "photos", "-o", best, "--storage", storage_url).exit_code == 0
+    production = cli("train", best, "--full-train", "--out", tmp_path / "run", "--device", "cpu")
+    assert production.exit_code == 0, production.output
+    assert "training 3 epochs, the study's production_epochs (its trials trained 1)" in production.output
+    assert "after 3 epochs" in production.output
+    replay = cli("train", best, "--out", tmp_path / "replay", "--device", "cpu")  # without --full-train: a replay
+    assert replay.exit_code == 0 and "after 1 epoch " in replay.output
+    shorter = cli("train", best, "--full-train", "--epochs", 2, "--out", tmp_path / "short", "--device", "cpu")
+    assert shorter.exit_code == 0 and "after 2 epochs" in shorter.output and "production_epochs" not in \
+        shorter.output
+
+
+def test_a_spec_file_or_a_benchmark_keeps_production_at_the_trials_epochs(tmp_path):
+    assert resolve_spec("fashion-mnist", None, None, dataset="fashion-mnist").production_epochs is None
+    assert StudySpec.from_dict({"production_epochs": 20}).production_epochs == 20
+    assert "production_epochs" not in StudySpec().to_dict()  # older stored specs read back equal
+    with pytest.raises(SpecError, match="production_epochs must be an integer"):
+        StudySpec.from_dict({"production_epochs": 2.5})
 
 
 @pytest.mark.parametrize("flag", [["--image-size", "40"]])

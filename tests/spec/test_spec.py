@@ -73,6 +73,9 @@ def test_toml_spec(tmp_path):
     ({"search": {"model.2x": [1, 2]}}, "search.model.2x: '2x' is not a keyword argument name"),
     ({"search": {"model.width": {"low": "a", "high": "b"}}}, "search.model.width: a range needs numbers"),
     ({"search": {"model.layers": [[1, 2]]}}, "model.layers must be a number, a string"),
+    ({"search": {"mixup": {"low": 0, "high": 2}}}, "mixup must be <= 1, got 2"),
+    ({"search": {"trivial_augment": ["yes"]}}, "trivial_augment must be true or false, got 'yes'"),
+    ({"search": {"trivial_augment": {"low": 0, "high": 1}}}, "search.trivial_augment takes a value or a list"),
 ])
 def test_bad_specs_say_what_is_wrong(raw, message):
     with pytest.raises(SpecError) as error:
@@ -87,6 +90,17 @@ def test_unparsable_and_missing_spec_files(tmp_path):
         load_spec(broken)
     with pytest.raises(SpecError, match="no such spec file: nowhere.yaml"):
         load_spec("nowhere.yaml")
+
+
+def test_the_batch_augmentations_are_searched_and_run_config_fields():
+    spec = StudySpec.from_dict({"search": {"trivial_augment": [False, True], "mixup": {"low": 0, "high": 0.4},
+                                           "cutmix": 1.0}})
+    assert spec.search["trivial_augment"] == Choices((False, True)) and spec.search["mixup"] == Range(0, 0.4)
+    config = RunConfig(trivial_augment=True, mixup=0.2, cutmix=1.0)
+    assert RunConfig.from_dict(config.to_dict()) == config
+    assert (RunConfig().trivial_augment, RunConfig().mixup, RunConfig().cutmix) == (False, 0.0, 0.0)
+    with pytest.raises(SpecError, match=r"^cutmix must be >= 0, got -0.5$"):
+        RunConfig(cutmix=-0.5)
 
 
 def test_run_config_rejects_hand_edited_values():
@@ -104,3 +118,11 @@ def test_spec_refuses_a_sampler_seed_and_nesterov_without_momentum():
         StudySpec.from_dict({"sampler": {"name": "tpe", "seed": 3}})
     with pytest.raises(SpecError, match="search.nesterov needs momentum"):
         StudySpec.from_dict({"search": {"optimizer": "sgd", "nesterov": True}})
+
+
+def test_a_checkpoint_saved_before_new_fields_existed_still_belongs_to_its_run():
+    config = RunConfig(epochs=3)
+    older = {k: v for k, v in config.to_dict().items() if k not in ("trivial_augment", "mixup", "cutmix")}
+    assert config.same_as(older)  # an upgrade mid-study goes on from the checkpoint
+    assert not config.replace(mixup=0.2).same_as(older)
+    assert not config.same_as({"epochs": "three"}) and not config.same_as(None)

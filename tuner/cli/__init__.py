@@ -9,6 +9,7 @@ from tuner.cli.dashboard import dashboard
 from tuner.cli.data import data
 from tuner.cli.inspect import COMMANDS as INSPECT_COMMANDS
 from tuner.cli.production import COMMANDS as PRODUCTION_COMMANDS
+from tuner.cli.serve import COMMANDS as SERVE_COMMANDS
 from tuner.cli.start import start
 from tuner.cli.workers import COMMANDS as WORKER_COMMANDS
 
@@ -35,5 +36,5 @@ def main(debug: bool) -> None:
 main.add_command(start)
 main.add_command(dashboard)
 main.add_command(data)
-for command in (*INSPECT_COMMANDS, *PRODUCTION_COMMANDS, *WORKER_COMMANDS):
+for command in (*INSPECT_COMMANDS, *PRODUCTION_COMMANDS, *SERVE_COMMANDS, *WORKER_COMMANDS):
     main.add_command(command)

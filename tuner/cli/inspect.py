@@ -20,6 +20,8 @@ from tuner.record import TEST_ATTR
 if TYPE_CHECKING:
     from rich.table import Table
 
+WORST_CLASSES = 10  # the classes `tune show` lists of the best trial; --format json has them all
+
 
 def trials_table(rows: list[dict[str, Any]], title: str | None = None) -> Table:
     from rich.table import Table
@@ -94,8 +96,8 @@ def ls(storage: str | None, fmt: str) -> None:
               help="How many of the best completed trials to list.")
 @format_option
 def show(name: str | None, storage: str | None, top: int, fmt: str) -> None:
-    """Show study NAME (or the storage's only study): its best trial, the top trials, what pruning saved, and
-    parameter importances.
+    """Show study NAME (or the storage's only study): its best trial and its worst classes on validation, the top
+    trials, what pruning saved, and parameter importances.
 
     \b
     Examples:
@@ -130,6 +132,11 @@ def print_detail(detail: dict[str, Any]) -> None:
         for model_ref, row in (detail.get("best_per_model") or {}).items():
             console.print(f"Best {model_ref}: trial {row['number']}, value {output.text(row['value'])}, test accuracy "
                           f"{output.text(row['user_attrs'].get(TEST_ATTR))}", highlight=False)
+        if detail.get("per_class"):  # the title on a line of its own: a table's title wraps at its width
+            console.print(f"Validation accuracy per class, trial {best['number']}, worst first:")
+            console.print(per_class_table(detail["per_class"]))
+            if len(detail["per_class"]) > WORST_CLASSES:
+                console.print(f"  ... {len(detail['per_class']) - WORST_CLASSES} more (--format json lists all)")
         console.print(trials_table(detail["top"], f"Top {len(detail['top'])} completed trials"))
     if "front" in detail:  # a multi-objective study
         console.print(front_title(detail["objectives"], len(detail["front"])), highlight=False)
@@ -152,6 +159,19 @@ def print_detail(detail: dict[str, Any]) -> None:
     console.print(table)
     if detail["importances_note"]:
         console.print(f"  ({detail['importances_note']})")
+
+
+def per_class_table(rows: list[dict[str, Any]]) -> Table:
+    """The first WORST_CLASSES of a trial's classes, worst first: class, validation images, accuracy (recall)."""
+    from rich.table import Table
+
+    table = Table()
+    table.add_column("class")
+    table.add_column("val images", justify="right")
+    table.add_column("accuracy", justify="right")
+    for row in rows[:WORST_CLASSES]:
+        table.add_row(row["class"], output.text(row["images"]), output.text(row["accuracy"]))
+    return table
 
 
 def front_title(objectives: dict[str, str], size: int) -> str:

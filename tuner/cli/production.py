@@ -1,5 +1,5 @@
-"""Shipping the winner: `tune export` (trial -> config file), `tune train` (config -> run folder), `tune predict`
-(labels for new images) and `tune convert` (ONNX or TorchScript for serving stacks)."""
+"""Shipping the winner: `tune export` (trial -> config file) and `tune train` (config -> run folder); using it is
+tuner.cli.serve."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from tuner.cli.common import data_dir_option, device_option, storage_option
-from tuner.cli.output import FORMATS, emit, study_argument
+from tuner.cli.output import study_argument
 from tuner.errors import counted
 
 if TYPE_CHECKING:
     from tuner.ship.export import Export
-    from tuner.ship.inference import Predictions
     from tuner.spec import RunConfig
     from tuner.train import Epoch
 
@@ -103,7 +102,8 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
 @click.option("--epochs", type=click.IntRange(min=1), metavar="N", help="Train N epochs instead of the trial's.")
 @device_option
 @click.option("--full-train", is_flag=True,
-              help="Train on train + validation (the whole training set); validation metrics are then the test's.")
+              help="Train on train + validation (the whole training set); validation metrics are then the test's. "
+                   "For the epochs of the study's production_epochs when it set them (a folder's default study).")
 @click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")
 @click.option("--resume", is_flag=True,
               help="Go on from the checkpoint a killed run of the same command left in DIR (the same --out goes "
@@ -135,6 +135,11 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
     exported = read_export(file)
     for note in production.replay_notes(exported):
         click.echo(note, err=True)
+    longer = exported.production_epochs if full_train and epochs is None else None
+    if longer is not None and longer != exported.config.epochs:
+        epochs = longer
+        click.echo(f"training {counted(longer, 'epoch')}, the study's production_epochs (its trials trained "
+                   f"{exported.config.epochs}): --epochs N to change it", err=True)
     if ensemble > 1:
         if resume:
             raise click.UsageError("--resume goes on with one config; an --ensemble run starts over")
@@ -148,11 +153,17 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
     metrics = run.metrics
     trial = metrics["trial_test_accuracy"]
     versus = f" (trial: {trial:.4f})" if trial is not None and not full_train and epochs is None else ""
-    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus} after {counted(metrics['epochs'], 'epoch')} in "
-               f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
+    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f}{versus}{_with_tta(metrics)} after "
+               f"{counted(metrics['epochs'], 'epoch')} in {metrics['wall_seconds']:.1f} s on {metrics['device']}")
     click.echo(f"Wrote {run.out_dir / WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
                f"{production.CARD}")
     click.echo(f"Use it: tune predict {run.out_dir} IMAGES...", err=True)
+
+
+def _with_tta(metrics: dict[str, Any]) -> str:
+    """", 0.9130 with --tta flip" for a model trained with flips: whether test-time flips pay on this data."""
+    tta = metrics.get("test_accuracy_tta_flip")
+    return f", {tta:.4f} with --tta flip" if tta is not None else ""
 
 
 def _train_ensemble(exported: Export, file: str, count: int, out_dir: str | None, data_dir: str | None,
@@ -173,8 +184,8 @@ def _train_ensemble(exported: Export, file: str, count: int, out_dir: str | None
                              on_member=on_member, on_epoch=progress.on_epoch, on_note=progress.console.print)
     metrics = run.metrics
     alone = ", ".join(f"{member['test_accuracy']:.4f}" for member in metrics["members"])
-    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} of the ensemble of {count} (each alone: {alone}) in "
-               f"{metrics['wall_seconds']:.1f} s on {metrics['device']}")
+    click.echo(f"Test accuracy {metrics['test_accuracy']:.4f} of the ensemble of {count} (each alone: {alone})"
+               f"{_with_tta(metrics)} in {metrics['wall_seconds']:.1f} s on {metrics['device']}")
     click.echo(f"Wrote {run.out_dir / WEIGHTS_FILE}, {production.CONFIG}, {production.METRICS} and "
                f"{production.CARD}")
     click.echo(f"Use it: tune predict {run.out_dir} IMAGES...", err=True)
@@ -216,133 +227,4 @@ class EpochProgress:
         self.on_epoch(epoch, restored=True)
 
 
-# --- predict
-
-source_argument = click.argument("source", metavar="SOURCE")
-
-
-@click.command()
-@source_argument
-@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
-@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
-              help="Also give the 2nd to K-th most probable classes (class_2, probability_2, ...).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True,
-              help="table for people; json or csv for scripts (on stdout, messages on stderr).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-              help="Where to run the model: auto picks CUDA, then MPS, then the CPU.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True, metavar="N",
-              help="Images per forward pass.")
-@click.option("--confusion", is_flag=True,
-              help="Print the confusion matrix (on stderr) when the input folders are named after classes.")
-def predict(source: str, inputs: tuple[str, ...], top_k: int, fmt: str, device: str, batch_size: int,
-            confusion: bool) -> None:
-    """Label images with a trained model: a row per image with path, class and probability.
-
-    SOURCE is a run folder from `tune train` or a .safetensors file (tune export --with-weights); each INPUT is
-    an image file or a folder, walked recursively. Every image is prepared exactly as the training images were
-    (decoded, converted to the model's channels, resized to its size). Where the folders are named after the
-    classes (DIR/cat/1.jpg), a summary gives the accuracy. Unreadable files are listed on stderr and skipped.
-
-    \b
-    Examples:
-      tune predict runs/best photos/ --top-k 3
-      tune predict runs/best data/test --confusion --format csv > predictions.csv
-      tune predict best.safetensors cat.jpg dog.png --format json
-    """
-    from tuner.errors import TuneError
-    from tuner.ship.inference import predict as label
-
-    result = label(source, list(inputs), top_k=top_k, device=device, batch_size=batch_size)
-    if not result.items and len(result.skipped) == 1:
-        raise TuneError(f"not a readable image: {result.skipped[0]}")
-    if not result.items and result.skipped:
-        raise TuneError(f"no readable image among {len(result.skipped)} files (first: {result.skipped[0]}): check "
-                        "that they are images")
-    if not result.items:
-        raise TuneError(f"no image files in {', '.join(inputs)}: give image files or folders of them")
-    for line in result.skipped:
-        click.echo(f"skipped unreadable image {line}", err=True)
-    rows = [p.row(top_k) for p in result]
-    emit(fmt, rows, lambda: _predictions_table(rows), rows=True)
-    _summary(result, confusion)
-
-
-def _predictions_table(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
-
-    from tuner.cli.output import stdout_console
-
-    table = Table()
-    for key in rows[0]:
-        table.add_column(key, justify="right" if key.startswith("probability") else "left")
-    for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
-    stdout_console().print(table)
-
-
-def _summary(result: Predictions, confusion: bool) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    labelled = result.labelled()
-    skipped = f"; {len(result.skipped)} unreadable file(s) skipped" if result.skipped else ""
-    if not labelled:
-        click.echo(f"Labelled {counted(len(result), 'image')}{skipped}", err=True)
-        if confusion:
-            click.echo("no confusion matrix: no input folder is named after a class (" +
-                       ", ".join(result.classes[:10]) + (", ..." if len(result.classes) > 10 else "") + ")", err=True)
-        return
-    right = sum(p.class_name == p.folder_class for p in labelled)
-    click.echo(f"Accuracy {result.accuracy():.4f}: {right} of {counted(len(labelled), 'image')} in class-named "
-               f"folders labelled as their folder's class ({counted(len(result), 'image')} in all{skipped})", err=True)
-    if confusion:
-        click.echo("Confusion matrix (rows: folder class, columns: predicted class):", err=True)
-        table = Table()
-        table.add_column("")
-        for name in result.classes:
-            table.add_column(name, justify="right")
-        for name, row in zip(result.classes, result.confusion(), strict=True):
-            table.add_row(name, *map(str, row))
-        console = Console(stderr=True, highlight=False)
-        (console if console.is_terminal else Console(stderr=True, highlight=False, width=200)).print(table)
-
-
-# --- convert
-
-@click.command()
-@source_argument
-@click.option("--to", "to", type=click.Choice(["onnx", "torchscript"]), required=True,
-              help="onnx (ONNX Runtime, TensorRT, ...) or torchscript (torch.jit.load, LibTorch).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Where to write it [default: beside the weights: model.onnx or model.pt].")
-@click.option("--data-dir", type=click.Path(file_okay=False), metavar="DIR",
-              help="Where a torchvision dataset's files are, to check on its test images (never downloaded) "
-                   "[env TUNE_DATA_DIR; default: ~/.cache/tune/data].")
-@click.option("--images", multiple=True, metavar="PATH",
-              help="Image files or folders to check the file on (repeatable) [default: the training data].")
-def convert(source: str, to: str, output: str | None, data_dir: str | None, images: tuple[str, ...]) -> None:
-    """Convert a trained model to ONNX or TorchScript for serving without tune.
-
-    The file takes uint8 images (N, C, H, W) at the trained size, any N, and outputs logits: normalization is
-    inside. Its metadata names the classes, the input shape and the preprocessing of image files. The file is
-    checked before it is written: loaded back (ONNX Runtime; torch.jit.load), it must give torch's logits within
-    1e-4 on real images.
-
-    \b
-    Examples:
-      tune convert runs/best --to onnx
-      tune convert runs/best --to torchscript -o serve/model.pt --images data/test
-    """
-    from tuner.ship.convert import convert as run_convert
-
-    converted = run_convert(source, to, output, data_dir=data_dir, images=list(images) or None)
-    engine = "ONNX Runtime" if to == "onnx" else "torch.jit.load"
-    click.echo(f"Wrote {converted.path}")
-    click.echo(f"Checked with {engine} on {converted.checked} {converted.inputs}: largest logit difference "
-               f"{converted.max_difference:.1e}", err=True)
-    if converted.measured is not None:
-        size = "" if converted.measured.size_bytes else f"; file {converted.path.stat().st_size / 1e6:.3g} MB"
-        click.echo(f"Latency {converted.measured.text()}{size}", err=True)
-
-
-COMMANDS = (export, train, predict, convert)
+COMMANDS = (export, train)

@@ -20,7 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TuneError
 from tuner.look.weights import weights_summary
-from tuner.record import CONFIG_ATTR, INPUT_ATTR, SPEC_ATTR
+from tuner.record import CONFIG_ATTR, INPUT_ATTR, PER_CLASS_ATTR, SPEC_ATTR
 from tuner.storage import first_value, is_multi_objective, load_study, open_existing_storage
 
 STATES = tuple(state.name for state in TrialState)  # RUNNING, COMPLETE, PRUNED, FAIL, WAITING
@@ -265,6 +265,16 @@ def best_per_model(study: optuna.Study) -> dict[str, dict[str, Any]]:
     return best if len(best) > 1 else {}
 
 
+def per_class_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A trial's validation accuracy per class (its PER_CLASS_ATTR), worst first; [] for trials that recorded none."""
+    recorded = row["user_attrs"].get(PER_CLASS_ATTR)
+    if not isinstance(recorded, dict):
+        return []
+    rows = [{"class": name, "images": scores.get("images"), "accuracy": scores.get("accuracy")}
+            for name, scores in recorded.items() if isinstance(scores, dict)]
+    return sorted(rows, key=lambda r: (r["accuracy"] is None, r["accuracy"] or 0.0))  # no images: last
+
+
 def study_detail(study: optuna.Study, top: int = TOP_TRIALS) -> dict[str, Any]:
     """Everything `tune show` prints, as data."""
     trials = study.get_trials(deepcopy=False)
@@ -283,6 +293,7 @@ def study_detail(study: optuna.Study, top: int = TOP_TRIALS) -> dict[str, Any]:
         "best": complete[0] if complete else None,
         "model": trial_model(complete[0]) if complete else None,
         "best_per_model": best_per_model(study) if complete else {},
+        "per_class": per_class_rows(complete[0]) if complete else [],  # the best trial's, worst first
         "top": complete,
         "pruning": pruning_summary(study),
         "importances": found,

@@ -18,14 +18,15 @@ import torch
 
 from tuner.datasets import Splits
 from tuner.errors import TrialFailed
-from tuner.record import REASON, SECONDS_ATTR, SEED_ATTR, TEST_ATTR, record_trial_start
+from tuner.record import PER_CLASS_ATTR, REASON, SECONDS_ATTR, SEED_ATTR, TEST_ATTR, per_class, record_trial_start
 from tuner.search.checkpoints import trial_checkpoint
 from tuner.search.constraints import check_deployment, objective_values
 from tuner.search.space import sample_config
 from tuner.search.stuck import Chance, stuck
 from tuner.ship.artifacts import keep_weights
+from tuner.ship.production import confusion_matrix
 from tuner.spec import StudySpec
-from tuner.train import Diverged, Epoch, fit
+from tuner.train import Diverged, Epoch, fit, predictions
 
 EpochHook = Callable[[optuna.Trial, Epoch], None]
 BatchHook = Callable[[optuna.Trial, int, int, int], None]  # (trial, epoch, batches done, batches in the epoch)
@@ -110,6 +111,10 @@ class Objective:
 
         trial.set_user_attr(TEST_ATTR, result.test_accuracy)
         trial.set_user_attr(SECONDS_ATTR, round(result.seconds, 3))
+        # fit keeps no confusion matrix of its epochs: the final model labels the validation split once more
+        val = self.splits.val
+        confusion = confusion_matrix(val.y, predictions(result.model, val), self.splits.num_classes)
+        trial.set_user_attr(PER_CLASS_ATTR, per_class(confusion, self.splits.classes))
         value = result.history[-1].metric(self.spec.metric)
         keep_weights(trial, result.model, value, self.keep_top, config, input_info)
         return objective_values(self.spec, value, measured)

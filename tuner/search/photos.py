@@ -11,8 +11,9 @@ import os
 import statistics
 from typing import TYPE_CHECKING
 
+from tuner.errors import counted
 from tuner.spec import StudySpec
-from tuner.spec.defaults import PRETRAINED_BACKBONE, photo_image_size, pretrained_search
+from tuner.spec.defaults import PRETRAINED_BACKBONE, PRODUCTION_EPOCHS_FACTOR, photo_image_size, pretrained_search
 from tuner.spec.refs import is_folder
 
 if TYPE_CHECKING:
@@ -21,16 +22,25 @@ if TYPE_CHECKING:
 HEADER_SAMPLE = 64  # headers read for the median side: enough for a median, a fraction of a second
 
 
-def photo_defaults(spec: StudySpec, device: torch.device, default_model: bool) -> tuple[StudySpec, list[str]]:
+def photo_defaults(spec: StudySpec, device: torch.device, default_model: bool,
+                   default_study: bool) -> tuple[StudySpec, list[str]]:
     """`spec` (a new study's) with, for a folder, the pretrained backbone when `default_model` (no spec file, no
-    --model) and its weights are at hand, and the image size chosen when none is given; and the lines that say so
-    (for once the data has loaded: a folder that cannot be a dataset stays one line)."""
+    --model) and its weights are at hand, the image size chosen when none is given, and for the `default_study`
+    (no spec file) longer production runs; and the lines that say so (for once the data has loaded: a folder that
+    cannot be a dataset stays one line)."""
     if not is_folder(spec.dataset):
         return spec, []
     lines: list[str] = []
     if default_model:
         spec = _pretrained(spec, lines)
-    return with_photo_size(spec, device, lines), lines
+    spec = with_photo_size(spec, device, lines)
+    if default_study and spec.production_epochs is None:
+        longer = PRODUCTION_EPOCHS_FACTOR * spec.epochs
+        spec = spec.replace(production_epochs=longer)
+        lines.append(f"tune train --full-train will train the winner {counted(longer, 'epoch')}, "
+                     f"{PRODUCTION_EPOCHS_FACTOR}x a trial's (photos keep improving long after a short trial): "
+                     "change it with tune train --epochs N")
+    return spec, lines
 
 
 def _pretrained(spec: StudySpec, lines: list[str]) -> StudySpec:

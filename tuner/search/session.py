@@ -265,7 +265,7 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     photo_lines: list[str] = []  # said once the data has loaded
     if stored is None:  # a new study of a folder: pretrained or not, its image size (tuner.search.photos)
         spec, photo_lines = photo_defaults(spec, resolve_device(device), file_spec is None and
-                                           overrides.get("model") is None)
+                                           overrides.get("model") is None, file_spec is None)
     if stored is not None:
         check_resume(name, stored, spec, {k: v for k, v in overrides.items() if v is not None})
     # a flag overrides the folder a resumed study was started with

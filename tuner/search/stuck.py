@@ -22,9 +22,14 @@ MIN_IMAGES = 20  # on fewer validation images than this, chance and learning can
 class Chance:
     """What guessing gets on the validation images: `accuracy` is the majority class's share (what a model that
     predicts one class gets at most) plus one standard error of an accuracy measured on that many images. On fewer
-    than MIN_IMAGES images it is 0: no trial counts as stuck at chance."""
+    than MIN_IMAGES images it is 0: no trial counts as stuck at chance. `images`: how many (0: no noise allowed)."""
 
     accuracy: float
+    images: int = 0
+
+    def noise(self, accuracy: float) -> float:
+        """One standard error of an accuracy measured on the validation images."""
+        return math.sqrt(accuracy * (1 - accuracy) / self.images) if self.images else 0.0
 
     @classmethod
     def of(cls, labels: torch.Tensor, num_classes: int) -> Chance:
@@ -33,21 +38,23 @@ class Chance:
         if total < MIN_IMAGES:
             return cls(0.0)
         share = int(counts.max()) / total
-        return cls(share + math.sqrt(share * (1 - share) / total))
+        return cls(share + math.sqrt(share * (1 - share) / total), total)
 
 
 def stuck(history: Sequence[Epoch], chance: Chance, epochs: int) -> str | None:
     """Why the trial whose epochs so far are `history` (of `epochs` in all) should stop now, or None. Never after
-    the last epoch: a finished trial keeps its value."""
+    the last epoch: a finished trial keeps its value. Both rules ask for more than one noisy epoch: on photos a
+    learning trial's second epoch often falls to chance or below its first (batch-norm statistics of a young
+    network, a one-cycle learning rate near its peak) and climbs after (docs/benchmarks.md, "Photos")."""
     done = len(history)
     if done >= epochs or done < CHANCE_FROM_EPOCH:
         return None
     accuracy = history[-1].val_accuracy
-    if accuracy <= chance.accuracy:
+    if all(e.val_accuracy <= chance.accuracy for e in history):
         return (f"stuck at chance: validation accuracy {accuracy:.3f} after epoch {done}, no better than guessing "
-                f"({chance.accuracy:.3f})")
+                f"({chance.accuracy:.3f}) in any epoch")
     first = history[0].val_accuracy
-    if done == FIRST_EPOCH_CHECK and max(e.val_accuracy for e in history[1:]) < first:
+    if done == FIRST_EPOCH_CHECK and max(e.val_accuracy for e in history[1:]) < first - 2 * chance.noise(first):
         return (f"not learning: validation accuracy {accuracy:.3f} after epoch {done}, below its first epoch's "
                 f"{first:.3f}")
     return None

@@ -79,6 +79,7 @@ def _scores(metrics: dict[str, Any]) -> list[str]:
     test, trial = metrics.get("test_accuracy"), metrics.get("trial_test_accuracy")
     versus = f" (the trial measured {_percent(trial)})" if isinstance(trial, float) else ""
     lines = ["## How it scores", "", f"Test accuracy **{_percent(test)}** on {images} test images{versus}.", ""]
+    lines += _tta(test, metrics.get("test_accuracy_tta_flip"))
     per_class = metrics.get("per_class_accuracy") or {}
     rows = [[name, sum(row), _percent(per_class.get(name))] for name, row in zip(classes, confusion, strict=True)]
     lines += _table(["class", "test images", "accuracy"], rows) + [""]
@@ -88,6 +89,15 @@ def _scores(metrics: dict[str, Any]) -> list[str]:
     lines += _table(["true \\ predicted", *classes], [[name, *row] for name, row in zip(classes, confusion,
                                                                                           strict=True)])
     return lines + [""]
+
+
+def _tta(test: float | None, flipped: float | None) -> list[str]:
+    """Whether flip test-time augmentation pays on the test split (measured only for models trained with flips)."""
+    if flipped is None or test is None:
+        return []
+    gain = f"{(flipped - test) * 100:+.2f} points"
+    return [f"With flip test-time augmentation (`tune predict --tta flip`: each image's probabilities averaged with "
+            f"its left-right mirror's, twice the compute): **{_percent(flipped)}** ({gain}).", ""]
 
 
 def _members(metrics: dict[str, Any]) -> list[str]:

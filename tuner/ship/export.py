@@ -39,7 +39,8 @@ ENSEMBLE_TOP = 5  # distinct configs an export lists by default (the best and it
 FIELD_GROUPS = {
     "data": ("dataset", "image_size", "validation", "split_seed"),
     "model": ("model", "model_args", "pretrained", "backbone_lr", "model_dir", "dropout"),
-    "augmentation": ("flip", "translate", "crop", "jitter", "label_smoothing", "class_weights"),
+    "augmentation": ("flip", "translate", "crop", "jitter", "trivial_augment", "mixup", "cutmix", "label_smoothing",
+                     "class_weights"),
     "optimizer": ("optimizer", "lr", "momentum", "nesterov", "weight_decay", "batch_size"),
     "schedule": ("scheduler", "gamma", "step_size", "warmup", "epochs"),
     "run": ("seed", "metric"),
@@ -65,6 +66,12 @@ class Export:
         others = [(RunConfig.from_dict({**base, **entry["config"]}), {k: v for k, v in entry.items() if k != "config"})
                   for entry in self.ensemble]
         return [(self.config, first), *others]
+
+    @property
+    def production_epochs(self) -> int | None:
+        """The epochs `tune train --full-train` trains, when the study set them (its spec's production_epochs)."""
+        epochs = self.provenance.get("production_epochs")
+        return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else None
 
     @property
     def data_dir(self) -> str | None:
@@ -144,6 +151,9 @@ def provenance(study: optuna.Study, trial: FrozenTrial, storage_url: str) -> dic
         out["objectives"] = dict(zip(names, trial.values, strict=False))
     if THREADS_ATTR in trial.user_attrs:
         out["threads"] = trial.user_attrs[THREADS_ATTR]
+    spec = record.stored_spec(study)
+    if spec is not None and spec.production_epochs is not None:  # what `tune train --full-train` trains
+        out["production_epochs"] = spec.production_epochs
     if study.user_attrs.get(DATA_DIR_ATTR):  # where the data was: `tune train` reads it there (offline too)
         out["data_dir"] = study.user_attrs[DATA_DIR_ATTR]
     return out

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 BATCH_SIZE = 256
 PREFETCH = 2  # batches decoded ahead of the one the model works on
+TTA = ("none", "flip")  # test-time augmentation: flip averages each image's probabilities with its mirror's
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class Predictions:
     classes: tuple[str, ...]
     items: list[Prediction] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unreadable files: "path: reason"
+    notes: list[str] = field(default_factory=list)  # what the user should know about how they were labelled
 
     def __iter__(self) -> Iterator[Prediction]:
         return iter(self.items)
@@ -182,19 +184,59 @@ def _decoded_batches(files: list[tuple[Path, str | None]], info: ModelInfo, batc
 
 @torch.inference_mode()
 def logits(network: nn.Module, images: torch.Tensor, device: torch.device | None = None,
-           batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """The network's float32 logits of uint8 `images`, in batches on `device` (default: where it is), on the CPU."""
+           batch_size: int = BATCH_SIZE, *, flip: bool = False) -> torch.Tensor:
+    """The network's float32 logits of uint8 `images` (left-right mirrored when `flip`), in batches on `device`
+    (default: where it is), on the CPU."""
     device = device or next(network.parameters()).device
-    parts = [network(images[start:start + batch_size].to(device)).float().cpu()
-             for start in range(0, len(images), batch_size)]
+    batches = (images[start:start + batch_size].to(device) for start in range(0, len(images), batch_size))
+    parts = [network(batch.flip(-1) if flip else batch).float().cpu() for batch in batches]
     return torch.cat(parts) if parts else torch.empty(0, 0)
 
 
+def probabilities(network: nn.Module, images: torch.Tensor, device: torch.device | None = None,
+                  batch_size: int = BATCH_SIZE, tta: str = "none") -> torch.Tensor:
+    """The softmax of each image; with `tta="flip"` the mean of the image's and its left-right mirror's."""
+    out = torch.softmax(logits(network, images, device, batch_size), dim=1)
+    if check_tta(tta) == "flip":
+        out = (out + torch.softmax(logits(network, images, device, batch_size, flip=True), dim=1)) / 2
+    return out
+
+
+def check_tta(tta: str) -> str:
+    if tta not in TTA:
+        raise TuneError(f"unknown tta {tta!r}: use {' or '.join(TTA)}")
+    return tta
+
+
+def trained_with_flips(info: ModelInfo) -> bool:
+    """Whether every network of the model was trained on randomly mirrored images (its run config's `flip`)."""
+    members = info.members()
+    return all(c.flip for c in members) if members else info.config.get("flip") is True
+
+
+def tta_notes(model: Classifier, tta: str) -> list[str]:
+    """The NOTE for flip TTA on a model that never saw mirrored images: allowed, but it may not pay."""
+    if tta != "flip" or trained_with_flips(model.info):
+        return []
+    return ["NOTE: --tta flip on a model trained without flips (flip: false): mirrored images are new to it, "
+            "so averaging may not help"]
+
+
+def accuracy_on(network: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], tta: str = "none") -> float:
+    """The share of (images, labels) `batches` that `network` labels right (in full precision, as `predict`)."""
+    right = total = 0
+    network.eval()
+    for images, labels in batches:
+        predicted = probabilities(network, images, tta=tta).argmax(1)
+        right += int((predicted == labels.cpu()).sum())
+        total += len(labels)
+    return right / total if total else 0.0
+
+
 def _labels(model: Classifier, images: torch.Tensor, paths: Sequence[Path | None], folder_classes: Sequence[str | None],
-            top_k: int, device: torch.device, batch_size: int) -> list[Prediction]:
-    probabilities = torch.softmax(logits(model.network, images, device, batch_size), dim=1)
+            top_k: int, device: torch.device, batch_size: int, tta: str = "none") -> list[Prediction]:
     k = min(top_k, model.info.num_classes)
-    values, indices = probabilities.topk(k, dim=1)
+    values, indices = probabilities(model.network, images, device, batch_size, tta).topk(k, dim=1)
     classes = model.classes
     out = []
     for path, folder_class, top_p, top_i in zip(paths, folder_classes, values.tolist(), indices.tolist(),
@@ -206,13 +248,14 @@ def _labels(model: Classifier, images: torch.Tensor, paths: Sequence[Path | None
 
 
 def predict(model: Classifier | str | Path, images: torch.Tensor | Iterable[str | Path], *, top_k: int = 1,
-            device: str | torch.device | None = None, batch_size: int = BATCH_SIZE) -> Predictions:
+            device: str | torch.device | None = None, batch_size: int = BATCH_SIZE, tta: str = "none") -> Predictions:
     """Label `images` with `model` (from `tuner.load_model`, or the path of a run folder or weights file).
 
     `images` are image files or folders (walked recursively; each image prepared exactly as the training images
     were; unreadable files are left out and listed in `.skipped`) or a uint8 tensor (N, C, H, W) at the model's
     input shape (or a list of (C, H, W) ones). Returns the predictions in input order: class name, probability and the
-    `top_k` best classes.
+    `top_k` best classes. `tta="flip"` averages each image's probabilities with its left-right mirror's (for models
+    trained with flips; `.notes` says when the model was not).
 
     >>> model = tuner.load_model("runs/best")
     >>> for p in tuner.predict(model, ["photos/"]): print(p.path, p.class_name, p.probability)
@@ -221,22 +264,23 @@ def predict(model: Classifier | str | Path, images: torch.Tensor | Iterable[str 
 
     if top_k < 1:
         raise TuneError(f"top_k must be at least 1, got {top_k}")
+    check_tta(tta)
     if not isinstance(model, Classifier):
         model = load_model(model)
     torch_device = resolve_device(str(device)) if device is not None else next(model.parameters()).device
     model.eval().to(torch_device)
-    result = Predictions(model.classes)
+    result = Predictions(model.classes, notes=tta_notes(model, tta))
     if isinstance(images, list | tuple) and images and all(isinstance(i, torch.Tensor) for i in images):
         images = torch.stack([check_images(i, model.info)[0] for i in images])
     if isinstance(images, torch.Tensor):
         images = check_images(images, model.info)
         result.items = _labels(model, images, [None] * len(images), [None] * len(images), top_k, torch_device,
-                               batch_size)
+                               batch_size, tta)
         return result
     if isinstance(images, str | Path):
         images = [images]
     for item in stream(model, image_files(images, model.classes), top_k=top_k, device=torch_device,
-                       batch_size=batch_size):
+                       batch_size=batch_size, tta=tta):
         if isinstance(item, Prediction):
             result.items.append(item)
         else:
@@ -245,7 +289,8 @@ def predict(model: Classifier | str | Path, images: torch.Tensor | Iterable[str 
 
 
 def stream(model: Classifier, files: Sequence[tuple[Path, str | None]], *, top_k: int = 1,
-           device: torch.device | None = None, batch_size: int = BATCH_SIZE) -> Iterator[Prediction | str]:
+           device: torch.device | None = None, batch_size: int = BATCH_SIZE,
+           tta: str = "none") -> Iterator[Prediction | str]:
     """The prediction of each file in order (or, for an unreadable one, why), a batch at a time: memory holds
     PREFETCH + 1 batches of images however many files there are (`tune predict` on a folder larger than memory)."""
     device = device or next(model.parameters()).device
@@ -255,4 +300,4 @@ def stream(model: Classifier, files: Sequence[tuple[Path, str | None]], *, top_k
         if good:
             stacked = torch.stack([x for _, _, x in good])
             yield from _labels(model, stacked, [f for f, _, _ in good], [c for _, c, _ in good], top_k, device,
-                               batch_size)
+                               batch_size, tta)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TuneError
 from tuner.fileio import write_text
+from tuner.record import per_class
 from tuner.ship.checkpoint import WEIGHTS_FILE, save
 from tuner.ship.export import Export, input_of, render, versions
 from tuner.spec import RunConfig
@@ -180,6 +181,7 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     confusion = confusion_matrix(splits.test.y, result.test_predicted, splits.num_classes)
     metrics = {
         "test_accuracy": result.test_accuracy,
+        "test_accuracy_tta_flip": flip_tta_accuracy(result.model, splits, config, ensemble),
         "trial_test_accuracy": export.provenance.get("test_accuracy"),
         "epochs": config.epochs,
         "history": [dataclasses.asdict(epoch) for epoch in result.history],
@@ -200,9 +202,22 @@ def write_run(out_dir: Path, export: Export, config: RunConfig, result: FitResul
     return TrainedRun(out_dir, metrics)
 
 
+def flip_tta_accuracy(model: torch.nn.Module, splits: Splits, config: RunConfig,
+                      ensemble: list[dict[str, Any]] | None) -> float | None:
+    """The test accuracy with flip test-time augmentation (`tune predict --tta flip`), for a model whose networks
+    were all trained with flips; None for one that was not (its members differ from `config` as `ensemble` says)."""
+    from tuner.ship.inference import accuracy_on
+    from tuner.train import EVAL_BATCH
+
+    flips = [config.flip, *(member["config"].get("flip", config.flip) for member in ensemble or [])]
+    if not all(flips):
+        return None
+    return accuracy_on(model, splits.test.batches(EVAL_BATCH), tta="flip")
+
+
 def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> list[list[int]]:
-    """counts[true][predicted] of the final test (`FitResult.test_predicted`: in full precision, as `tune
-    predict` serves the model), so that its diagonal sums to the test accuracy."""
+    """counts[true][predicted] of `labels` and the classes a model `predicted` for them (`FitResult.test_predicted`:
+    in full precision, as `tune predict` serves the model, so that its diagonal sums to the test accuracy)."""
     import torch
 
     pairs = labels.cpu() * num_classes + predicted.cpu()
@@ -211,5 +226,4 @@ def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes:
 
 def per_class_accuracy(confusion: list[list[int]], classes: tuple[str, ...]) -> dict[str, float | None]:
     """Each class's share of its test images predicted right; None for a class without test images."""
-    rows = zip(classes, confusion, strict=True)
-    return {name: row[i] / sum(row) if sum(row) else None for i, (name, row) in enumerate(rows)}
+    return {name: scores["accuracy"] for name, scores in per_class(confusion, classes).items()}

@@ -92,7 +92,7 @@ def latest_state(store: ArtifactStore, ids: Sequence[str], config: RunConfig,
             problems.append(f"{artifact_id} cannot be read ({one_line(e, 120) or type(e).__name__})")
             continue
         differs = sorted(k for k in {*stamped, *(stamp or {})} if stamped.get(k) != (stamp or {}).get(k))
-        if state.config != config.to_dict():
+        if not config.same_as(state.config):
             problems.append(f"{artifact_id} belongs to another run")
         elif differs:  # the data, or the device: a CUDA generator's state cannot seed a CPU run
             problems.append(f"{artifact_id} belongs to another run (" + ", ".join(

@@ -124,6 +124,12 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
           "training batches: random-resized crops of at least this share of the area (1: none)"),
     Param("jitter", lambda v: number("jitter", v, low=0, high=0.9), "float", 0.0,
           "training batches: brightness, contrast and saturation scaled by up to 1 +/- this (0: none)"),
+    Param("trivial_augment", lambda v: boolean("trivial_augment", v), "bool", False,
+          "training batches: TrivialAugment, one random op (shear, shift, rotation, colour, ...) per image"),
+    Param("mixup", lambda v: number("mixup", v, low=0, high=1), "float", 0.0,
+          "training batches: Mixup of image pairs, Beta(alpha, alpha) shares; this alpha (0: none)"),
+    Param("cutmix", lambda v: number("cutmix", v, low=0, high=1), "float", 0.0,
+          "training batches: CutMix, a rectangle pasted from another image, Beta(alpha, alpha); this alpha (0: none)"),
 )}
 DEFAULTS = {name: p.default for name, p in PARAMS.items()}
 

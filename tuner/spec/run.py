@@ -63,6 +63,9 @@ class RunConfig:
     translate: int = DEFAULTS["translate"]
     crop: float = DEFAULTS["crop"]
     jitter: float = DEFAULTS["jitter"]
+    trivial_augment: bool = DEFAULTS["trivial_augment"]
+    mixup: float = DEFAULTS["mixup"]
+    cutmix: float = DEFAULTS["cutmix"]
     epochs: int = 8
     seed: int = 0  # seeds weight init, batch order and dropout
     validation: float | str = 0.15  # held-out fraction of the training set, or "test"
@@ -111,6 +114,14 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def same_as(self, saved: Any) -> bool:
+        """Whether `saved` (a to_dict() of an earlier version, say a checkpoint's) is this run: fields added since
+        count as their defaults, so an upgrade does not throw a half-trained run away."""
+        try:
+            return RunConfig.from_dict(saved).to_dict() == self.to_dict()
+        except (SpecError, TypeError):
+            return False
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})

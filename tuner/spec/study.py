@@ -57,6 +57,7 @@ class StudySpec:
     pretrained: bool = False  # torchvision and timm models start from their default weights (search.pretrained too)
     model_dirs: dict[str, str] = field(default_factory=dict)  # module -> folder it was found in (filled in by tune)
     epochs: int = 8  # training epochs per trial; pruning can stop a trial after any of them
+    production_epochs: int | None = None  # what `tune train --full-train` trains the winner for; None: `epochs`
     metric: str = "accuracy"  # validation metric of each epoch: accuracy, balanced_accuracy, macro_f1 (maximized), loss
     validation: float | str = 0.15  # fraction of the training set held out to select on, or "test"
     split_seed: int = 0  # seed of the train/validation split, fixed so that every trial sees the same split
@@ -83,6 +84,8 @@ class StudySpec:
         self._check_pretrained()
         self._check_model_args()
         checks.number("epochs", self.epochs, low=1, integer=True)
+        if self.production_epochs is not None:
+            checks.number("production_epochs", self.production_epochs, low=1, integer=True)
         checks.choice("metric", self.metric, tuple(METRICS))
         object.__setattr__(self, "objectives", check_objectives(self.objectives, self.metric))
         checks.validation(self.validation)
@@ -195,6 +198,8 @@ class StudySpec:
         out["constraints"] = self.constraints.to_dict()
         if not out["constraints"]:
             del out["constraints"]  # a spec without constraints reads as it did before they existed
+        if self.production_epochs is None:
+            del out["production_epochs"]  # likewise
         if self.objectives:
             out["objectives"] = list(self.objectives)
         return out
