@@ -99,7 +99,7 @@ def main() -> None:
     if args.dataset:
         classes = len([d for d in (args.dataset / "train").iterdir() if d.is_dir()])
         table = stability(args.repeats, "rescnn", (3, args.image_size, args.image_size), classes)
-        data = ["--dataset", str(args.dataset.resolve()), "--image-size", str(args.image_size)]
+        data = ["--dataset", str(args.dataset.resolve()), "--image-size", str(args.image_size), "--model", "rescnn"]
     else:
         table = stability(args.repeats, "bncnn", (1, 28, 28), 10)
         data = ["--data-dir", str(args.data_dir)]

@@ -25,6 +25,18 @@ def test_chance_is_the_majority_share_plus_a_standard_error():
     assert Chance.of(torch.tensor([0, 1] * 5), 2).accuracy == 0  # 10 images tell chance from learning apart badly
 
 
+def test_on_too_few_validation_images_no_rule_stops_a_trial():
+    tiny = Chance.of(torch.tensor([0, 1] * 5), 2)
+    assert stuck(curve(0.0, 0.0, 0.0), tiny, 8) is None
+    assert stuck(curve(1.0, 0.5, 0.5), tiny, 8) is None
+
+
+def test_a_perfect_first_epoch_still_allows_for_noise():
+    chance = Chance.of(torch.arange(2).repeat(50), 2)  # 100 images
+    assert stuck(curve(1.0, 0.99, 0.99), chance, 8) is None
+    assert stuck(curve(1.0, 0.6, 0.6), chance, 8) is not None
+
+
 def test_a_trial_at_chance_stops_from_its_second_epoch_but_a_finished_one_keeps_its_value():
     chance = Chance(0.137)
     assert stuck(curve(0.116), chance, 8) is None  # one epoch says little

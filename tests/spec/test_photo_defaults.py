@@ -15,7 +15,7 @@ from PIL import Image
 from tuner.models.hubs import torchvision_weights_file
 from tuner.record import SPEC_ATTR
 from tuner.spec import Fixed, SpecError, StudySpec
-from tuner.spec.defaults import PHOTO_SEARCH, PRETRAINED_BACKBONE, photo_image_size
+from tuner.spec.defaults import PHOTO_FIRST_TRIAL, PHOTO_SEARCH, PRETRAINED_BACKBONE, photo_image_size
 from tuner.spec.params import default_search
 from tuner.spec.study import resolve_spec
 
@@ -72,8 +72,25 @@ def test_tune_start_on_a_folder_says_the_size_it_chose_and_searches_the_photo_fa
     study = optuna.load_study(study_name="photos", storage=storage_url)
     stored = StudySpec.from_dict(study.user_attrs[SPEC_ATTR])
     assert stored.model == "rescnn" and stored.image_size == 80
-    trial = study.trials[0]
-    assert trial.params["model.width"] in (16, 24, 32) and 0.25 <= trial.params["crop"] <= 1
+    # its first trial trains the conventional starting config, said once; the search goes on from there
+    assert study.trials[0].params == PHOTO_FIRST_TRIAL
+    assert "trial 0 trains a conventional starting config (width 24, optimizer adamw, lr 0.003, batch_size 64)" \
+        in result.output
+    resumed = cli("start", "--dataset", photos, "--trials", 1, "--epochs", 1, "--storage", storage_url)
+    assert resumed.exit_code == 0 and "starting config" not in resumed.output
+    second = optuna.load_study(study_name="photos", storage=storage_url).trials[1]
+    assert second.params != PHOTO_FIRST_TRIAL and 0.25 <= second.params["crop"] <= 1
+
+
+def test_a_spec_file_searches_from_its_first_trial_on(cli, tmp_path, storage_url):
+    photos = write_photos(tmp_path / "photos", per_class=6)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(f"dataset: {photos}\nmodel: rescnn\nimage_size: 24\nepochs: 1\n")
+    result = cli("start", "--spec", spec, "--study", "mine", "--trials", 1, "--storage", storage_url)
+    assert result.exit_code == 0, result.output
+    assert "starting config" not in result.output
+    study = optuna.load_study(study_name="mine", storage=storage_url)
+    assert study.trials[0].params != PHOTO_FIRST_TRIAL
 
 
 def test_production_trains_a_folder_studys_winner_three_times_a_trials_epochs(cli, tmp_path, storage_url):

@@ -163,6 +163,7 @@ def print_detail(detail: dict[str, Any]) -> None:
 
 def per_class_table(rows: list[dict[str, Any]]) -> Table:
     """The first WORST_CLASSES of a trial's classes, worst first: class, validation images, accuracy (recall)."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table()
@@ -170,7 +171,7 @@ def per_class_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("val images", justify="right")
     table.add_column("accuracy", justify="right")
     for row in rows[:WORST_CLASSES]:
-        table.add_row(row["class"], output.text(row["images"]), output.text(row["accuracy"]))
+        table.add_row(escape(str(row["class"])), output.text(row["images"]), output.text(row["accuracy"]))
     return table
 
 

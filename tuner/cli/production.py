@@ -103,7 +103,8 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
 @device_option
 @click.option("--full-train", is_flag=True,
               help="Train on train + validation (the whole training set); validation metrics are then the test's. "
-                   "For the epochs of the study's production_epochs when it set them (a folder's default study).")
+                   "Trains the study's production_epochs when its spec sets them (a folder's default study: 3x a "
+                   "trial's).")
 @click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")
 @click.option("--resume", is_flag=True,
               help="Go on from the checkpoint a killed run of the same command left in DIR (the same --out goes "
@@ -136,7 +137,7 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
     for note in production.replay_notes(exported):
         click.echo(note, err=True)
     longer = exported.production_epochs if full_train and epochs is None else None
-    if longer is not None and longer != exported.config.epochs:
+    if longer is not None and longer > exported.config.epochs:  # a study resumed with more epochs: those
         epochs = longer
         click.echo(f"training {counted(longer, 'epoch')}, the study's production_epochs (its trials trained "
                    f"{exported.config.epochs}): --epochs N to change it", err=True)

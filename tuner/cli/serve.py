@@ -72,6 +72,7 @@ def predict(source: str, inputs: tuple[str, ...], top_k: int, fmt: str, device: 
 
 
 def _predictions_table(rows: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from tuner.cli.output import stdout_console
@@ -80,7 +81,7 @@ def _predictions_table(rows: list[dict[str, Any]]) -> None:
     for key in rows[0]:
         table.add_column(key, justify="right" if key.startswith("probability") else "left")
     for row in rows:
-        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row.values()))
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else escape(str(v)) for v in row.values()))  # paths, names
     stdout_console().print(table)
 
 

@@ -9,11 +9,18 @@ import contextlib
 import io
 import os
 import statistics
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import counted
-from tuner.spec import StudySpec
-from tuner.spec.defaults import PRETRAINED_BACKBONE, PRODUCTION_EPOCHS_FACTOR, photo_image_size, pretrained_search
+from tuner.spec import Choices, Domain, Fixed, Range, StudySpec
+from tuner.spec.defaults import (
+    PHOTO_FIRST_TRIAL,
+    PHOTO_MODEL,
+    PRETRAINED_BACKBONE,
+    PRODUCTION_EPOCHS_FACTOR,
+    photo_image_size,
+    pretrained_search,
+)
 from tuner.spec.refs import is_folder
 
 if TYPE_CHECKING:
@@ -26,21 +33,43 @@ def photo_defaults(spec: StudySpec, device: torch.device, default_model: bool,
                    default_study: bool) -> tuple[StudySpec, list[str]]:
     """`spec` (a new study's) with, for a folder, the pretrained backbone when `default_model` (no spec file, no
     --model) and its weights are at hand, the image size chosen when none is given, and for the `default_study`
-    (no spec file) longer production runs; and the lines that say so (for once the data has loaded: a folder that
-    cannot be a dataset stays one line)."""
+    (no spec file) from scratch longer production runs; and the lines that say so (for once the data has loaded: a
+    folder that cannot be a dataset stays one line)."""
     if not is_folder(spec.dataset):
         return spec, []
     lines: list[str] = []
     if default_model:
         spec = _pretrained(spec, lines)
     spec = with_photo_size(spec, device, lines)
-    if default_study and spec.production_epochs is None:
+    if default_study and spec.production_epochs is None and not spec.pretrained:  # measured from scratch
         longer = PRODUCTION_EPOCHS_FACTOR * spec.epochs
         spec = spec.replace(production_epochs=longer)
         lines.append(f"tune train --full-train will train the winner {counted(longer, 'epoch')}, "
                      f"{PRODUCTION_EPOCHS_FACTOR}x a trial's (photos keep improving long after a short trial): "
                      "change it with tune train --epochs N")
     return spec, lines
+
+
+def first_trial(spec: StudySpec) -> tuple[dict[str, Any], str] | None:
+    """(params, the line that says so) of the first trial of a new default study of a folder trained from scratch:
+    the values of PHOTO_FIRST_TRIAL its space holds; None for other studies."""
+    if not is_folder(spec.dataset) or spec.model != PHOTO_MODEL or spec.pretrained:
+        return None
+    params = {name: value for name, value in PHOTO_FIRST_TRIAL.items()
+              if name in spec.search and _holds(spec.search[name], value)}
+    if not params:
+        return None
+    shown = ", ".join(f"{name.removeprefix('model.')} {value}" for name, value in params.items()
+                      if name in ("optimizer", "lr", "batch_size", "model.width"))
+    return params, f"trial 0 trains a conventional starting config ({shown}); the search goes on from there"
+
+
+def _holds(domain: Domain, value: Any) -> bool:
+    if isinstance(domain, Fixed):
+        return False  # nothing to choose
+    if isinstance(domain, Choices):
+        return value in domain.values
+    return isinstance(domain, Range) and bool(domain.low <= value <= domain.high)
 
 
 def _pretrained(spec: StudySpec, lines: list[str]) -> StudySpec:

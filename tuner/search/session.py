@@ -23,7 +23,7 @@ from tuner.record import (
 from tuner.search.checkpoints import sweep as sweep_checkpoints
 from tuner.search.fallback import falls_back_to_sample
 from tuner.search.names import unknown_study_line
-from tuner.search.photos import photo_defaults
+from tuner.search.photos import first_trial, photo_defaults
 from tuner.search.samplers import make_pruner, make_sampler
 from tuner.search.trial_loop import new_run_id
 from tuner.search.warm_start import apply_warm_start, check_new, plan_warm_start
@@ -297,6 +297,10 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
         record_data_dir(study, data_dir)
     for line in apply_warm_start(study, warm) if warm is not None else []:
         print(line, file=sys.stderr)
+    start = first_trial(spec) if existing is None and warm is None and file_spec is None else None
+    if start is not None:
+        study.enqueue_trial(start[0], skip_if_exists=True)  # two starts racing on a new study
+        print(start[1], file=sys.stderr)
     return _session(study, spec, splits, storage_url=storage_url, data_dir=used_dir, device=device,
                     in_process=in_process, heartbeat_interval=heartbeat_interval,
                     grace_period=grace_period, command="start", resumed=existing is not None, new_database=new_file,

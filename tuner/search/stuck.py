@@ -22,14 +22,17 @@ MIN_IMAGES = 20  # on fewer validation images than this, chance and learning can
 class Chance:
     """What guessing gets on the validation images: `accuracy` is the majority class's share (what a model that
     predicts one class gets at most) plus one standard error of an accuracy measured on that many images. On fewer
-    than MIN_IMAGES images it is 0: no trial counts as stuck at chance. `images`: how many (0: no noise allowed)."""
+    than MIN_IMAGES images it is 0 and `images` 0: neither rule stops a trial."""
 
     accuracy: float
     images: int = 0
 
     def noise(self, accuracy: float) -> float:
-        """One standard error of an accuracy measured on the validation images."""
-        return math.sqrt(accuracy * (1 - accuracy) / self.images) if self.images else 0.0
+        """One standard error of an accuracy measured on the validation images (one image's worth at 0 and 1)."""
+        if not self.images:
+            return 0.0
+        share = min(max(accuracy, 1 / self.images), 1 - 1 / self.images)
+        return math.sqrt(share * (1 - share) / self.images)
 
     @classmethod
     def of(cls, labels: torch.Tensor, num_classes: int) -> Chance:
@@ -47,7 +50,7 @@ def stuck(history: Sequence[Epoch], chance: Chance, epochs: int) -> str | None:
     learning trial's second epoch often falls to chance or below its first (batch-norm statistics of a young
     network, a one-cycle learning rate near its peak) and climbs after (docs/benchmarks.md, "Photos")."""
     done = len(history)
-    if done >= epochs or done < CHANCE_FROM_EPOCH:
+    if done >= epochs or done < CHANCE_FROM_EPOCH or chance.accuracy <= 0:  # too few images to tell
         return None
     accuracy = history[-1].val_accuracy
     if all(e.val_accuracy <= chance.accuracy for e in history):

@@ -52,13 +52,17 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def replay_notes(export: Export) -> list[str]:
-    """Reasons the run may not reproduce the trial exactly: another torch than the trial's."""
+    """Reasons the run may not reproduce the trial exactly: another tune or torch than the trial's (tune 0.2
+    trains convolutions channels-last on CPUs, which changes the last digits)."""
     exported = export.provenance.get("versions")
-    then = exported.get("torch") if isinstance(exported, dict) else None
-    now = versions()["torch"]
-    if then is None or then == now:
-        return []
-    return [f"note: exported with torch {then}, training with {now}: results may differ slightly"]
+    now = versions()
+    notes = []
+    for package in ("tune", "torch"):
+        then = exported.get(package) if isinstance(exported, dict) else None
+        if then is not None and then != now[package]:
+            notes.append(f"note: exported with {package} {then}, training with {now[package]}: results may differ "
+                         "slightly")
+    return notes
 
 
 @contextlib.contextmanager
