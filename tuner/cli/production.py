@@ -134,6 +134,12 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
     from tuner.ship.export import read_export
 
     exported = read_export(file)
+    if ensemble > 1:  # a request that cannot run is its one line, before any note
+        from tuner.ship.ensemble import members_of
+
+        if resume:
+            raise click.UsageError("--resume goes on with one config; an --ensemble run starts over")
+        members_of(exported, ensemble, file)
     for note in production.replay_notes(exported):
         click.echo(note, err=True)
     longer = exported.production_epochs if full_train and epochs is None else None
@@ -142,8 +148,6 @@ def train(file: str, out_dir: str | None, data_dir: str | None, epochs: int | No
         click.echo(f"training {counted(longer, 'epoch')}, the study's production_epochs (its trials trained "
                    f"{exported.config.epochs}): --epochs N to change it", err=True)
     if ensemble > 1:
-        if resume:
-            raise click.UsageError("--resume goes on with one config; an --ensemble run starts over")
         _train_ensemble(exported, file, ensemble, out_dir, data_dir, epochs, device, full_train, overwrite)
         return
     with EpochProgress(epochs or exported.config.epochs, full_train) as progress:
