@@ -2,7 +2,7 @@
 `--max-latency` at a third of the unconstrained winner's latency, and how steady the latency figures are.
 
     python scripts/bench_deploy.py --data-dir ../shared/data/fashion-mnist-mini --trials 30 --seeds 1 2 3
-        1. Stability: each architecture of the default study (bncnn at model.width 16, 24, 32) measured `--repeats`
+        1. Stability: each architecture of the default study (bncnn at model.width 8-32) measured `--repeats`
            times as a search measures it (tuner.ship.latency, 200 timed calls at batch 1 on ONNX Runtime, one
            thread): the median, spread and worst of p50 and p95 over the repeats.
         2. Per seed: `tune start --trials N --seed S` without constraints, then with `--max-latency` at a third of
@@ -11,7 +11,8 @@
            (validation and test accuracy, its architecture's p95), the trials pruned before training, and the
            epochs trained in all.
     python scripts/bench_deploy.py --dataset ../shared/data/photos-dev --image-size 64 --trials 15 --seeds 1
-        The same on a folder of photos: its default study (the photo family rescnn at model.width 16, 24, 32), both
+        The same on a folder of photos: its default study (the photo family rescnn at model.width 16-32; 8-32
+        under the limit), both
         arms at one image size (`--image-size`, what `tune start` chose there; fixed so that the arms compare the
         same architectures).
 Writes deploy.json in --out and prints the tables as Markdown.
@@ -32,12 +33,15 @@ from typing import Any
 import optuna
 
 from tuner.models import build_model
-from tuner.record import DEPLOY_ATTR, REASON
+from tuner.record import CONFIG_ATTR, DEPLOY_ATTR, REASON
 from tuner.ship.latency import measure
 from tuner.spec import RunConfig
+from tuner.spec.defaults import BUDGET_WIDTHS
 from tuner.storage import open_storage
 
-WIDTHS = (16, 24, 32)  # the default study's architectures (the benchmarks' bncnn and the photo family alike)
+# the default study's architectures (the benchmarks' bncnn and the photo family alike), with the narrower ones a
+# budget adds to its space
+WIDTHS = tuple(sorted({16, 24, 32, *BUDGET_WIDTHS}))
 
 
 def stability(repeats: int, model: str, shape: tuple[int, int, int], classes: int) -> dict[int, dict[str, Any]]:
@@ -65,6 +69,9 @@ def search(flags: list[str], seed: int, trials: int, data: list[str], work: Path
                "--trials", str(trials), "--seed", str(seed), "--device", "cpu", *flags,
                *(["--epochs", str(epochs)] if epochs else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    if done.returncode != 0 and "of the search space meets the constraints" in done.stderr:  # said before a trial
+        return {"pruned_before_training": 0, "trials": 0, "epochs": 0, "best_trial": None,
+                "refused": done.stderr.strip().splitlines()[-1]}
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
     study = optuna.load_study(study_name=name, storage=open_storage(storage))
@@ -78,7 +85,7 @@ def search(flags: list[str], seed: int, trials: int, data: list[str], work: Path
         return out
     record = best.user_attrs.get(DEPLOY_ATTR) or {}
     return {**out, "best_trial": best.number, "val": best.value, "test": best.user_attrs.get("test_accuracy"),
-            "width": best.params.get("model.width"),
+            "width": (best.user_attrs.get(CONFIG_ATTR) or {}).get("model_args", {}).get("width"),  # searched or not
             "p95": (record.get("measured") or {}).get("latency_ms", {}).get("p95")}
 
 
@@ -127,7 +134,9 @@ def main() -> None:
             r = run[arm]
             name = "no constraint" if arm == "free" else f"--max-latency {run['limit_ms']:.3g}ms"
             if r["best_trial"] is None:
-                print(f"| {run['seed']} | {name} | none completed | - | - | - | {r['pruned_before_training']}/"
+                what = "no width of the space meets it: refused before any trial" if "refused" in r else \
+                    "none completed"
+                print(f"| {run['seed']} | {name} | {what} | - | - | - | {r['pruned_before_training']}/"
                       f"{r['trials']} | {r['epochs']} |")
                 continue
             p95 = r["p95"] if r["p95"] is not None else table[r["width"]]["p95"]["median"]

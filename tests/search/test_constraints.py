@@ -9,8 +9,9 @@ import optuna
 import pytest
 
 import tuner.search.objective
-from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON
+from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON, stored_spec
 from tuner.search.constraints import is_feasible
+from tuner.spec import Choices, Fixed
 from tuner.storage import open_storage
 from tuner.train import fit as real_fit
 
@@ -30,6 +31,8 @@ search:
   model.width: [16, 64]
   model.depth: 2
 """
+# The same widths as a range: no study measures a range's architectures up front, each trial measures its own
+RANGE_SPEC = WIDTHS_SPEC.replace("model.width: [16, 64]", "model.width: {low: 16, high: 64, step: 48}")
 
 
 @pytest.fixture
@@ -39,11 +42,18 @@ def widths_spec(tmp_path):
     return path
 
 
+@pytest.fixture
+def range_spec(tmp_path):
+    path = tmp_path / "widths.yaml"
+    path.write_text(RANGE_SPEC)
+    return path
+
+
 def load(storage_url: str, name: str = "widths") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=open_storage(storage_url))
 
 
-def test_infeasible_architectures_are_pruned_before_training(cli, widths_spec, data_dir, storage_url, monkeypatch):
+def test_infeasible_architectures_are_pruned_before_training(cli, range_spec, data_dir, storage_url, monkeypatch):
     trained = []
 
     def counting_fit(config, *args, **kwargs):
@@ -51,7 +61,7 @@ def test_infeasible_architectures_are_pruned_before_training(cli, widths_spec, d
         return real_fit(config, *args, **kwargs)
 
     monkeypatch.setattr(tuner.search.objective, "fit", counting_fit)
-    result = cli("start", "--trials", 8, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+    result = cli("start", "--trials", 8, "--spec", range_spec, "--data-dir", data_dir, "--storage", storage_url,
                  "--seed", 0, "--device", "cpu", "--max-params", "30k", "--latency-on", "torch")
     assert result.exit_code == 0, result.output
     study = load(storage_url)
@@ -73,8 +83,8 @@ def test_infeasible_architectures_are_pruned_before_training(cli, widths_spec, d
             "training; the best: p95") in result.output
 
 
-def test_a_latency_limit_prunes_by_the_measured_percentile(cli, widths_spec, data_dir, storage_url):
-    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+def test_a_latency_limit_prunes_by_the_measured_percentile(cli, range_spec, data_dir, storage_url):
+    result = cli("start", "--trials", 2, "--spec", range_spec, "--data-dir", data_dir, "--storage", storage_url,
                  "--seed", 0, "--device", "cpu", "--max-latency", "1us", "--latency-stat", "p50",
                  "--latency-on", "torch")
     assert result.exit_code == 0, result.output
@@ -146,3 +156,45 @@ def test_on_optuna_4_tpe_reads_the_constraints_through_constraints_func(monkeypa
     trial = optuna.trial.create_trial(value=0.5, user_attrs={DEPLOY_ATTR: {"measured": {}, "constraints":
                                                                            {"params": 0.25}}})
     assert constraint_values(trial) == [0.0, 0.25, 0.0]
+
+
+def test_a_budget_widens_the_default_study_then_keeps_the_widths_that_meet_it(cli, data_dir, storage_url):
+    result = cli("start", "--trials", 1, "--epochs", 1, "--data-dir", data_dir, "--storage", storage_url,
+                 "--seed", 0, "--device", "cpu", "--max-params", "180k", "--latency-on", "torch")
+    assert result.exit_code == 0, result.output
+    assert "with a deployment budget the search also tries narrower models: model.width [8, 12, 16, 24, 32]" \
+        in result.output
+    assert ("measured the 5 architectures before the search: model.width 16, 24, 32 break the constraints "
+            "(model.width 16: 206,970 params > 180,000 (batch 1, torch, 1 thread(s))) and leave the space; it searches "
+            "model.width [8, 12]") \
+        in result.output
+    study = load(storage_url, "fashion-mnist")
+    spec = stored_spec(study)
+    assert spec is not None and spec.search["model.width"] == Choices((8, 12))
+    assert study.trials[0].state == TrialState.COMPLETE and study.trials[0].params["model.width"] in (8, 12)
+    assert len([key for key in study.user_attrs if key.startswith(LATENCY_CACHE)]) == 5  # measured once, up front
+
+
+def test_a_budget_narrows_a_spec_files_choice_and_never_widens_it(cli, widths_spec, data_dir, storage_url):
+    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                 "--seed", 0, "--device", "cpu", "--max-params", "30k", "--latency-on", "torch")
+    assert result.exit_code == 0, result.output
+    assert "narrower models" not in result.output
+    assert ("model.width 64 break the constraints (model.width 64: 55,050 params > 30,000 (batch 1, torch, 1 "
+            "thread(s))) and leave the space; it searches model.width 16") in result.output
+    study = load(storage_url)
+    spec = stored_spec(study)
+    assert spec is not None and spec.search["model.width"] == Fixed(16)
+    assert all(t.state == TrialState.COMPLETE and t.user_attrs[DEPLOY_ATTR]["measured"]["params"] == 13_002
+               for t in study.trials)  # no trial spent on the width that cannot be served
+
+
+def test_a_budget_no_model_meets_is_one_line_before_any_study(cli, widths_spec, data_dir, storage_url):
+    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
+                 "--device", "cpu", "--max-params", "1k", "--latency-on", "torch")
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines() == [
+        "Error: no model.width of the search space meets the constraints (params <= 1k (batch 1, torch, 1 thread)): "
+        "the fastest, model.width 16, measures " + result.output.split("measures ", 1)[1].strip()]
+    assert "13k params: loosen the limits, or search smaller models" in result.output
+    assert not os.path.exists(storage_url.removeprefix("sqlite:///"))

@@ -18,16 +18,21 @@ import hashlib
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
 
 from tuner.errors import TrialFailed, TuneError
 from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON
+from tuner.search.space import fixed_configs
 from tuner.search.stopping import best_of
 from tuner.ship.deploy import infeasibility, measure_network, untrained, violations
 from tuner.ship.latency import SEARCH_RUNS, Measurement, environment, fingerprint
+from tuner.spec import Choices, Fixed
 from tuner.spec.constraints import Constraints
+from tuner.spec.params import domain_text
+from tuner.spec.refs import MODEL_ARG
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from tuner.spec import RunConfig, StudySpec
 
 NAMES = ("latency", "params", "size")  # the constraints a trial records, in this order
+SCREEN_LIMIT = 16  # architectures a new constrained study measures up front (1-4 s each, mostly the ONNX export)
 
 
 def architecture_key(config: RunConfig, shape: Sequence[int], num_classes: int, constraints: Constraints,
@@ -58,10 +64,78 @@ def model_measurement(study: optuna.Study, config: RunConfig, splits: Splits, co
     cached = study.user_attrs.get(key)
     if isinstance(cached, dict):
         return Measurement.from_dict(cached)
-    measured = measure_network(untrained(config, splits.shape, splits.num_classes), splits.shape, constraints,
-                               SEARCH_RUNS, config.model, with_size)
+    key, measured = _measured(config, splits, constraints, with_size)
     study.set_user_attr(key, measured.to_dict())
     return measured
+
+
+def _measured(config: RunConfig, splits: Splits, constraints: Constraints, with_size: bool) -> tuple[str, Measurement]:
+    key = LATENCY_CACHE + architecture_key(config, splits.shape, splits.num_classes, constraints, with_size)
+    return key, measure_network(untrained(config, splits.shape, splits.num_classes), splits.shape, constraints,
+                                SEARCH_RUNS, config.model, with_size)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """What a new constrained study learnt before its first trial: the spec with its one searched architecture
+    choice narrowed to the values that meet the limits, the measurements to cache in the study, the line to say."""
+
+    spec: StudySpec
+    cache: dict[str, dict[str, Any]]
+    line: str | None
+
+
+def screen_architectures(spec: StudySpec, splits: Splits) -> Screen:
+    """Measure each architecture of a new constrained study before it starts, when one searched choice decides them
+    (`model.width: [8, 16, 32]`, the others fixed): the values that break a limit leave the space, so that no trial
+    is spent on them and the sampler explores what can be served; TuneError, before any study exists, when none
+    meets the limits. Other spaces (a range of widths, several choices) are measured trial by trial as before."""
+    choice = _architecture_choice(spec)
+    if choice is None:
+        return Screen(spec, {}, None)
+    name, values = choice
+    constraints = spec.constraints
+    with_size = "size" in spec.objectives
+    cache: dict[str, dict[str, Any]] = {}
+    broken: dict[Any, str] = {}
+    measured: dict[Any, Measurement] = {}
+    for value, config in zip(values, fixed_configs(spec, [{name: v} for v in values]), strict=True):
+        try:
+            key, measured[value] = _measured(config, splits, constraints, with_size)
+            why = infeasibility(measured[value], constraints, violations(measured[value], constraints))
+        except TuneError:  # a graph the exporter cannot take, no ONNX Runtime: each trial says why (check_deployment)
+            return Screen(spec, {}, None)
+        cache[key] = measured[value].to_dict()
+        if why is not None:
+            broken[value] = why
+    feasible = tuple(v for v in values if v not in broken)
+    if not feasible:
+        stat = constraints.latency_stat
+        fastest = min(values, key=lambda v: (measured[v].latency(stat), measured[v].params))
+        raise TuneError(f"no {name} of the search space meets the constraints ({constraints}): the fastest, "
+                        f"{name} {fastest}, measures {measured[fastest].text(stat)}: loosen the limits, or search "
+                        "smaller models (model.width, model.depth, --model)")
+    if not broken:
+        return Screen(spec, cache, None)
+    kept = Choices(feasible) if len(feasible) > 1 else Fixed(feasible[0])
+    first = next(iter(broken))
+    line = (f"measured the {len(values)} architectures before the search: {name} "
+            f"{', '.join(map(str, broken))} break the constraints ({name} {first}: {broken[first]}) and leave the "
+            f"space; it searches {name} {domain_text(kept)}")
+    return Screen(spec.replace(search={**spec.search, name: kept}), cache, line)
+
+
+def _architecture_choice(spec: StudySpec) -> tuple[str, tuple[Any, ...]] | None:
+    """(name, values) of the one searched choice that decides a study's architectures, when there is exactly one
+    and every other architecture entry is fixed; None otherwise."""
+    entries = {name: domain for name, domain in spec.search.items() if name == "model" or name.startswith(MODEL_ARG)}
+    searched = {name: domain for name, domain in entries.items() if not isinstance(domain, Fixed)}
+    if len(searched) != 1:
+        return None
+    name, domain = next(iter(searched.items()))
+    if not isinstance(domain, Choices) or len(domain.values) > SCREEN_LIMIT:
+        return None
+    return name, tuple(domain.values)
 
 
 def record_constraints(trial: optuna.Trial, values: dict[str, float]) -> None:

@@ -21,6 +21,7 @@ from tuner.record import (
     stored_spec,
 )
 from tuner.search.checkpoints import sweep as sweep_checkpoints
+from tuner.search.constraints import screen_architectures
 from tuner.search.fallback import falls_back_to_sample
 from tuner.search.names import unknown_study_line
 from tuner.search.photos import first_trial, photo_defaults
@@ -28,8 +29,9 @@ from tuner.search.samplers import make_pruner, make_sampler
 from tuner.search.trial_loop import new_run_id
 from tuner.search.warm_start import apply_warm_start, check_new, plan_warm_start
 from tuner.spec import Choices, Fixed, StudySpec, load_spec
+from tuner.spec.defaults import budget_search
 from tuner.spec.params import domain_text
-from tuner.spec.refs import is_folder, is_sample
+from tuner.spec.refs import MODEL_ARG, is_folder, is_sample
 from tuner.spec.study import resolve_spec
 from tuner.storage import (
     GRACE_PERIOD,
@@ -262,10 +264,15 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
             print(line, file=sys.stderr)
     stored = stored_spec(existing) if existing is not None else None
     spec = resolve_spec(name, file_spec, stored, **overrides)
-    photo_lines: list[str] = []  # said once the data has loaded
-    if stored is None:  # a new study of a folder: pretrained or not, its image size (tuner.search.photos)
-        spec, photo_lines = photo_defaults(spec, resolve_device(device), file_spec is None and
-                                           overrides.get("model") is None, file_spec is None)
+    new_study_lines: list[str] = []  # said once the data has loaded
+    if stored is None:  # a new study: a folder's pretrained start and image size, a budget's narrower widths
+        spec, new_study_lines = photo_defaults(spec, resolve_device(device), file_spec is None and
+                                               overrides.get("model") is None, file_spec is None)
+        smaller = budget_search(spec.search) if file_spec is None and spec.constraints.active else None
+        if smaller is not None:
+            spec = spec.replace(search=smaller)
+            new_study_lines.append(f"with a deployment budget the search also tries narrower models: model.width "
+                                   f"{domain_text(smaller[MODEL_ARG + 'width'])}")
     if stored is not None:
         check_resume(name, stored, spec, {k: v for k, v in overrides.items() if v is not None})
     # a flag overrides the folder a resumed study was started with
@@ -274,7 +281,11 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     if existing is not None:
         check_same_input(name, existing.user_attrs.get(INPUT_ATTR), splits, overrides.get("image_size"))
     check_models(spec, splits)
-    for line in photo_lines:
+    screen = screen_architectures(spec, splits) if stored is None and spec.constraints.active else None
+    if screen is not None:  # before the study exists: a budget no model of the space meets creates nothing
+        spec = screen.spec
+        new_study_lines += [screen.line] if screen.line is not None else []
+    for line in new_study_lines:
         print(line, file=sys.stderr)
     warm = None  # what --warm-start takes from the other study, checked before this study is written
     if warm_start is not None and check_new(name, warm_start, existing):
@@ -289,6 +300,8 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
         study = existing
         study.sampler, study.pruner = sampler, pruner
         check_direction(study, spec)
+    for key, measured in screen.cache.items() if screen is not None else ():
+        study.set_user_attr(key, measured)  # its trials find their models measured
     if stored is None:
         record_spec(study, spec)
     elif stored != spec:

@@ -46,17 +46,22 @@ def sample_config(trial: optuna.Trial, spec: StudySpec, seed: int) -> RunConfig:
 def probe_configs(spec: StudySpec) -> list[RunConfig]:
     """One sampled run config per model the spec may train (the other hyperparameters drawn at random), to try
     building before a study exists."""
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    configs = []
     deepest = _largest(spec.search.get(MODEL_ARG + "depth"))  # the depth most likely to shrink images to nothing
+    fixed = []
     for ref in spec.models():
-        fixed: dict[str, Any] = {"model": ref} if isinstance(spec.search.get("model"), Choices) else {}
+        values: dict[str, Any] = {"model": ref} if isinstance(spec.search.get("model"), Choices) else {}
         if deepest is not None:
-            fixed[MODEL_ARG + "depth"] = deepest
-        if fixed:
-            study.enqueue_trial(fixed)
-        configs.append(sample_config(study.ask(), spec, seed=0))
-    return configs
+            values[MODEL_ARG + "depth"] = deepest
+        fixed.append(values)
+    return fixed_configs(spec, fixed)
+
+
+def fixed_configs(spec: StudySpec, fixed: list[dict[str, Any]]) -> list[RunConfig]:
+    """One run config per entry of `fixed` (those values set, the other hyperparameters drawn at random)."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in fixed:
+        study.enqueue_trial(params)
+    return [sample_config(study.ask(), spec, seed=0) for _ in fixed]
 
 
 def _largest(domain: Domain | None) -> Any:

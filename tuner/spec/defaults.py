@@ -52,6 +52,12 @@ MIN_SIZE = 8  # the smallest side of tiny images (the folder loader's floor too)
 SIZES = (32, 48, 64, 80, 96, 112, 128, 160, 192, 224)  # chosen from; 224: what pretrained backbones were trained at
 
 
+# Under a deployment budget (--max-latency, --max-params, --max-size) the default study also tries narrower widths of
+# the built-in family: 16-32 is its accurate range, but a latency limit a third of the widest model's fitted none of
+# them on a quiet CPU (docs/benchmarks.md, "Deployment-aware search").
+BUDGET_WIDTHS = (8, 12)
+
+
 def default_model(dataset: str) -> str | None:
     """The default study's model for `dataset`: the photo family for folders; None: the benchmarks' default."""
     return PHOTO_MODEL if is_folder(dataset) else None
@@ -93,3 +99,12 @@ def photo_image_size(device_type: str, cores: int, train_images: int, epochs: in
     return side, (f"image size {side} px, for {where} and {train_images:,} training images x {runs} "
                   f"(about {_minutes(side * side * pixels / rate)} a trial{median}): change it with --image-size N "
                   "(larger: slower, often more accurate)")
+
+
+def budget_search(search: dict[str, Domain]) -> dict[str, Domain] | None:
+    """`search` with BUDGET_WIDTHS added to a searched `model.width` of the built-in family; None when it searches
+    no width or already holds them."""
+    widths = search.get(MODEL_ARG + "width")
+    if not isinstance(widths, Choices) or set(BUDGET_WIDTHS) <= set(widths.values):
+        return None
+    return {**search, MODEL_ARG + "width": Choices(tuple(sorted({*widths.values, *BUDGET_WIDTHS})))}
