@@ -11,7 +11,7 @@ import pytest
 import tuner.search.objective
 from tuner.record import DEPLOY_ATTR, LATENCY_CACHE, REASON, stored_spec
 from tuner.search.constraints import is_feasible
-from tuner.spec import Choices, Fixed
+from tuner.spec import Choices
 from tuner.storage import open_storage
 from tuner.train import fit as real_fit
 
@@ -166,7 +166,7 @@ def test_a_budget_widens_the_default_study_then_keeps_the_widths_that_meet_it(cl
         in result.output
     assert ("measured the 5 architectures before the search: model.width 16, 24, 32 break the constraints "
             "(model.width 16: 206,970 params > 180,000 (batch 1, torch, 1 thread(s))) and leave the space; it searches "
-            "model.width [8, 12]") \
+            "model.width 8, 12") \
         in result.output
     study = load(storage_url, "fashion-mnist")
     spec = stored_spec(study)
@@ -175,18 +175,22 @@ def test_a_budget_widens_the_default_study_then_keeps_the_widths_that_meet_it(cl
     assert len([key for key in study.user_attrs if key.startswith(LATENCY_CACHE)]) == 5  # measured once, up front
 
 
-def test_a_budget_narrows_a_spec_files_choice_and_never_widens_it(cli, widths_spec, data_dir, storage_url):
-    result = cli("start", "--trials", 2, "--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url,
-                 "--seed", 0, "--device", "cpu", "--max-params", "30k", "--latency-on", "torch")
+def test_a_spec_files_choices_are_measured_up_front_and_kept_as_written(cli, widths_spec, data_dir, storage_url):
+    flags = ("--spec", widths_spec, "--data-dir", data_dir, "--storage", storage_url, "--seed", 0, "--device", "cpu",
+             "--max-params", "30k", "--latency-on", "torch")
+    result = cli("start", "--trials", 4, *flags)
     assert result.exit_code == 0, result.output
     assert "narrower models" not in result.output
-    assert ("model.width 64 break the constraints (model.width 64: 55,050 params > 30,000 (batch 1, torch, 1 "
-            "thread(s))) and leave the space; it searches model.width 16") in result.output
+    assert ("measured the 2 architectures before the search: model.width 64 breaks the constraints (model.width 64: "
+            "55,050 params > 30,000 (batch 1, torch, 1 thread(s))): trials that draw it are pruned before training") \
+        in result.output
     study = load(storage_url)
     spec = stored_spec(study)
-    assert spec is not None and spec.search["model.width"] == Fixed(16)
-    assert all(t.state == TrialState.COMPLETE and t.user_attrs[DEPLOY_ATTR]["measured"]["params"] == 13_002
-               for t in study.trials)  # no trial spent on the width that cannot be served
+    assert spec is not None and spec.search["model.width"] == Choices((16, 64))  # the file's space, as written
+    assert len([key for key in study.user_attrs if key.startswith(LATENCY_CACHE)]) == 2  # measured once, up front
+    again = cli("start", "--trials", 1, *flags)  # the same command resumes the study
+    assert again.exit_code == 0, again.output
+    assert len(load(storage_url).trials) == 5
 
 
 def test_a_budget_no_model_meets_is_one_line_before_any_study(cli, widths_spec, data_dir, storage_url):
@@ -195,6 +199,6 @@ def test_a_budget_no_model_meets_is_one_line_before_any_study(cli, widths_spec, 
     assert result.exit_code != 0
     assert result.output.strip().splitlines() == [
         "Error: no model.width of the search space meets the constraints (params <= 1k (batch 1, torch, 1 thread)): "
-        "the fastest, model.width 16, measures " + result.output.split("measures ", 1)[1].strip()]
+        "the closest, model.width 16, measures " + result.output.split("measures ", 1)[1].strip()]
     assert "13k params: loosen the limits, or search smaller models" in result.output
     assert not os.path.exists(storage_url.removeprefix("sqlite:///"))

@@ -31,7 +31,6 @@ from tuner.ship.deploy import infeasibility, measure_network, untrained, violati
 from tuner.ship.latency import SEARCH_RUNS, Measurement, environment, fingerprint
 from tuner.spec import Choices, Fixed
 from tuner.spec.constraints import Constraints
-from tuner.spec.params import domain_text
 from tuner.spec.refs import MODEL_ARG
 
 if TYPE_CHECKING:
@@ -77,19 +76,22 @@ def _measured(config: RunConfig, splits: Splits, constraints: Constraints, with_
 
 @dataclass(frozen=True)
 class Screen:
-    """What a new constrained study learnt before its first trial: the spec with its one searched architecture
-    choice narrowed to the values that meet the limits, the measurements to cache in the study, the line to say."""
+    """What a new constrained study learnt before its first trial: the spec (with the default study's architecture
+    choice narrowed to the values that meet the limits), the measurements to cache in the study, the line to say."""
 
     spec: StudySpec
     cache: dict[str, dict[str, Any]]
     line: str | None
 
 
-def screen_architectures(spec: StudySpec, splits: Splits) -> Screen:
+def screen_architectures(spec: StudySpec, splits: Splits, narrow: bool) -> Screen:
     """Measure each architecture of a new constrained study before it starts, when one searched choice decides them
-    (`model.width: [8, 16, 32]`, the others fixed): the values that break a limit leave the space, so that no trial
-    is spent on them and the sampler explores what can be served; TuneError, before any study exists, when none
-    meets the limits. Other spaces (a range of widths, several choices) are measured trial by trial as before."""
+    (`model.width: [8, 16, 32]`, the others fixed); TuneError, before any study exists, when none meets the limits.
+    With `narrow` (the default study, whose space is tune's) the values that break a limit leave the space, so that
+    no trial is spent on them and the sampler explores what can be served; a spec file's space stays as written
+    (rerunning the same command resumes it), and its trials that draw such a value are pruned before training.
+    Other spaces (a range of widths, several choices, more than SCREEN_LIMIT values) and models that cannot be
+    measured here are measured trial by trial, where a failure is that trial's."""
     choice = _architecture_choice(spec)
     if choice is None:
         return Screen(spec, {}, None)
@@ -99,30 +101,35 @@ def screen_architectures(spec: StudySpec, splits: Splits) -> Screen:
     cache: dict[str, dict[str, Any]] = {}
     broken: dict[Any, str] = {}
     measured: dict[Any, Measurement] = {}
+    excess: dict[Any, float] = {}  # how far each value misses its worst limit, relative
     for value, config in zip(values, fixed_configs(spec, [{name: v} for v in values]), strict=True):
         try:
             key, measured[value] = _measured(config, splits, constraints, with_size)
-            why = infeasibility(measured[value], constraints, violations(measured[value], constraints))
-        except TuneError:  # a graph the exporter cannot take, no ONNX Runtime: each trial says why (check_deployment)
+            relative = violations(measured[value], constraints)
+        except Exception:  # an exporter that refuses a graph, a user's builder that fails: each trial says why
             return Screen(spec, {}, None)
         cache[key] = measured[value].to_dict()
+        excess[value] = max(relative.values(), default=0.0)
+        why = infeasibility(measured[value], constraints, relative)
         if why is not None:
             broken[value] = why
     feasible = tuple(v for v in values if v not in broken)
     if not feasible:
-        stat = constraints.latency_stat
-        fastest = min(values, key=lambda v: (measured[v].latency(stat), measured[v].params))
-        raise TuneError(f"no {name} of the search space meets the constraints ({constraints}): the fastest, "
-                        f"{name} {fastest}, measures {measured[fastest].text(stat)}: loosen the limits, or search "
-                        "smaller models (model.width, model.depth, --model)")
+        closest = min(values, key=lambda v: excess[v])
+        raise TuneError(f"no {name} of the search space meets the constraints ({constraints}): the closest, "
+                        f"{name} {closest}, measures {measured[closest].text(constraints.latency_stat)}: loosen the "
+                        "limits, or search smaller models (model.width, model.depth, --model)")
     if not broken:
         return Screen(spec, cache, None)
-    kept = Choices(feasible) if len(feasible) > 1 else Fixed(feasible[0])
     first = next(iter(broken))
-    line = (f"measured the {len(values)} architectures before the search: {name} "
-            f"{', '.join(map(str, broken))} break the constraints ({name} {first}: {broken[first]}) and leave the "
-            f"space; it searches {name} {domain_text(kept)}")
-    return Screen(spec.replace(search={**spec.search, name: kept}), cache, line)
+    verb = "breaks" if len(broken) == 1 else "break"
+    line = (f"measured the {len(values)} architectures before the search: {name} {', '.join(map(str, broken))} "
+            f"{verb} the constraints ({name} {first}: {broken[first]})")
+    if not narrow:
+        return Screen(spec, cache, line + ": trials that draw it are pruned before training")
+    kept = Choices(feasible) if len(feasible) > 1 else Fixed(feasible[0])
+    return Screen(spec.replace(search={**spec.search, name: kept}), cache,
+                  line + f" and leave the space; it searches {name} {', '.join(map(str, feasible))}")
 
 
 def _architecture_choice(spec: StudySpec) -> tuple[str, tuple[Any, ...]] | None:
@@ -133,7 +140,7 @@ def _architecture_choice(spec: StudySpec) -> tuple[str, tuple[Any, ...]] | None:
     if len(searched) != 1:
         return None
     name, domain = next(iter(searched.items()))
-    if not isinstance(domain, Choices) or len(domain.values) > SCREEN_LIMIT:
+    if not isinstance(domain, Choices) or not 2 <= len(domain.values) <= SCREEN_LIMIT:
         return None
     return name, tuple(domain.values)
 

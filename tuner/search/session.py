@@ -281,7 +281,8 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
     if existing is not None:
         check_same_input(name, existing.user_attrs.get(INPUT_ATTR), splits, overrides.get("image_size"))
     check_models(spec, splits)
-    screen = screen_architectures(spec, splits) if stored is None and spec.constraints.active else None
+    screen = (screen_architectures(spec, splits, narrow=file_spec is None)
+              if stored is None and spec.constraints.active else None)
     if screen is not None:  # before the study exists: a budget no model of the space meets creates nothing
         spec = screen.spec
         new_study_lines += [screen.line] if screen.line is not None else []
@@ -300,12 +301,12 @@ def prepare(*, study_name: str | None, spec_file: str | None, storage_url: str |
         study = existing
         study.sampler, study.pruner = sampler, pruner
         check_direction(study, spec)
-    for key, measured in screen.cache.items() if screen is not None else ():
-        study.set_user_attr(key, measured)  # its trials find their models measured
     if stored is None:
         record_spec(study, spec)
     elif stored != spec:
         record_spec_change(study, spec)
+    for key, measured in screen.cache.items() if screen is not None else ():
+        study.set_user_attr(key, measured)  # its trials find their models measured
     if data_dir is not None:
         record_data_dir(study, data_dir)
     for line in apply_warm_start(study, warm) if warm is not None else []:
