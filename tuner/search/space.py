@@ -59,9 +59,12 @@ def probe_configs(spec: StudySpec) -> list[RunConfig]:
 def fixed_configs(spec: StudySpec, fixed: list[dict[str, Any]]) -> list[RunConfig]:
     """One run config per entry of `fixed` (those values set, the other hyperparameters drawn at random)."""
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    configs = []
     for params in fixed:
-        study.enqueue_trial(params)
-    return [sample_config(study.ask(), spec, seed=0) for _ in fixed]
+        if params:
+            study.enqueue_trial(params)
+        configs.append(sample_config(study.ask(), spec, seed=0))
+    return configs
 
 
 def _largest(domain: Domain | None) -> Any:
