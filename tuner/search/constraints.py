@@ -126,7 +126,8 @@ def screen_architectures(spec: StudySpec, splits: Splits, narrow: bool) -> Scree
     line = (f"measured the {len(values)} architectures before the search: {name} {', '.join(map(str, broken))} "
             f"{verb} the constraints ({name} {first}: {broken[first]})")
     if not narrow:
-        return Screen(spec, cache, line + ": trials that draw it are pruned before training")
+        them = "it" if len(broken) == 1 else "them"
+        return Screen(spec, cache, line + f": trials that draw {them} are pruned before training")
     kept = Choices(feasible) if len(feasible) > 1 else Fixed(feasible[0])
     return Screen(spec.replace(search={**spec.search, name: kept}), cache,
                   line + f" and leave the space; it searches {name} {', '.join(map(str, feasible))}")
