@@ -15,6 +15,11 @@
         under the limit), both
         arms at one image size (`--image-size`, what `tune start` chose there; fixed so that the arms compare the
         same architectures).
+    python scripts/bench_deploy.py --data-dir ../shared/data/fashion-mnist-mini --fixed-config --split-seeds 1 2 3
+        What each width can do apart from the search: one conventional config (the photo default's first trial:
+        AdamW 3e-3, batch 64, onecycle-gamma 0.5, weight decay 5e-4, dropout 0.2) trained at every width through
+        `tuner.train.fit` on one torch thread per run (two runs at once), once per validation split; validation
+        and test accuracy per run and the mean test accuracy per width (test reported only, never chosen on).
 Writes deploy.json in --out and prints the tables as Markdown.
 """
 
@@ -27,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +42,7 @@ from tuner.models import build_model
 from tuner.record import CONFIG_ATTR, DEPLOY_ATTR, REASON
 from tuner.ship.latency import measure
 from tuner.spec import RunConfig
-from tuner.spec.defaults import BUDGET_WIDTHS
+from tuner.spec.defaults import BUDGET_WIDTHS, PHOTO_FIRST_TRIAL
 from tuner.storage import open_storage
 
 # the default study's architectures (the benchmarks' bncnn and the photo family alike), with the narrower ones a
@@ -89,6 +95,43 @@ def search(flags: list[str], seed: int, trials: int, data: list[str], work: Path
             "p95": (record.get("measured") or {}).get("latency_ms", {}).get("p95")}
 
 
+def fixed_run(job: tuple[dict[str, Any], str | None, int, int]) -> tuple[int, int, float, float]:
+    """(width, split seed, last validation accuracy, test accuracy) of one conventional config trained at a width."""
+    import torch
+
+    from tuner.datasets import load_splits
+    from tuner.train import fit
+
+    torch.set_num_threads(1)
+    base, data_dir, width, split_seed = job
+    config = RunConfig(**base, model_args={"width": width}, split_seed=split_seed, seed=split_seed)
+    splits = load_splits(config.dataset, data_dir or "", config.validation, config.split_seed, "cpu",
+                         image_size=config.image_size)
+    result = fit(config, splits)
+    return width, split_seed, result.history[-1].val_accuracy, float(result.test_accuracy or 0.0)
+
+
+def fixed_config(args: argparse.Namespace) -> None:
+    values = {k.removeprefix("model."): v for k, v in PHOTO_FIRST_TRIAL.items() if k != "model.width"}
+    base: dict[str, Any] = {**values, "scheduler": "onecycle-gamma", "epochs": args.epochs or 8, "validation": 0.15}
+    if args.dataset:
+        base.update(dataset=str(args.dataset.resolve()), model="rescnn", image_size=args.image_size, flip=True)
+    else:  # the benchmarks' space has no crops or jitter
+        base.update(dataset="fashion-mnist", model="bncnn", crop=1.0, jitter=0.0)
+    jobs = [(base, None if args.dataset else str(args.data_dir), width, split)
+            for split in args.split_seeds for width in WIDTHS]
+    with ProcessPoolExecutor(2) as pool:
+        runs = list(pool.map(fixed_run, jobs))
+    print("| width | " + " | ".join(f"split {s}: val / test" for s in args.split_seeds) + " | mean test |")
+    print("|---|" + "---|" * (len(args.split_seeds) + 1))
+    for width in WIDTHS:
+        mine = [run for run in runs if run[0] == width]
+        cells = " | ".join(f"{val:.3f} / {test:.3f}" for _, _, val, test in mine)
+        print(f"| {width} | {cells} | {statistics.mean(run[3] for run in mine):.3f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "fixed.json").write_text(json.dumps(runs, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     where = parser.add_mutually_exclusive_group(required=True)
@@ -102,7 +145,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--share", type=float, default=1 / 3,
                         help="the limit, as a share of the unconstrained winner's p95 [default: a third]")
+    parser.add_argument("--fixed-config", action="store_true",
+                        help="train one conventional config at every width instead of searching")
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[1, 2, 3], help="with --fixed-config")
     args = parser.parse_args()
+    if args.fixed_config:
+        return fixed_config(args)
     if args.dataset:
         classes = len([d for d in (args.dataset / "train").iterdir() if d.is_dir()])
         table = stability(args.repeats, "rescnn", (3, args.image_size, args.image_size), classes)

@@ -112,6 +112,21 @@ def test_production_trains_a_folder_studys_winner_three_times_a_trials_epochs(cl
         shorter.output
 
 
+def test_a_folders_default_study_prunes_only_after_half_a_trials_epochs(cli, tmp_path, storage_url):
+    photos = write_photos(tmp_path / "photos", per_class=6)
+    result = cli("start", "--dataset", photos, "--trials", 1, "--epochs", 4, "--storage", storage_url,
+                 "--image-size", 24)
+    assert result.exit_code == 0, result.output
+    assert "trials are compared for pruning from epoch 2 of 4 on" in result.output
+    stored = StudySpec.from_dict(optuna.load_study(study_name="photos", storage=storage_url).user_attrs[SPEC_ATTR])
+    assert stored.pruner == "median" and stored.pruner_options == {"n_warmup_steps": 2}
+    # another pruner, a spec file or a benchmark: as asked, from the first epoch
+    other = cli("start", "--dataset", photos, "--study", "other", "--trials", 1, "--epochs", 4, "--storage",
+                storage_url, "--image-size", 24, "--pruner", "percentile")
+    assert other.exit_code == 0 and "compared for pruning" not in other.output
+    assert resolve_spec("fashion-mnist", None, None, dataset="fashion-mnist").pruner_options == {}
+
+
 def test_a_spec_file_or_a_benchmark_keeps_production_at_the_trials_epochs(tmp_path):
     assert resolve_spec("fashion-mnist", None, None, dataset="fashion-mnist").production_epochs is None
     assert StudySpec.from_dict({"production_epochs": 20}).production_epochs == 20

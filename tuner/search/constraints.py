@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from tuner.spec import RunConfig, StudySpec
 
 NAMES = ("latency", "params", "size")  # the constraints a trial records, in this order
+RECHECK_MARGIN = 0.5  # latency up to 50 % over its limit: measured three times (see _measured)
 SCREEN_LIMIT = 16  # architectures a new constrained study measures up front (1-4 s each, mostly the ONNX export)
 
 
@@ -69,9 +70,19 @@ def model_measurement(study: optuna.Study, config: RunConfig, splits: Splits, co
 
 
 def _measured(config: RunConfig, splits: Splits, constraints: Constraints, with_size: bool) -> tuple[str, Measurement]:
+    """(cache key, measurement) of `config`'s architecture. One that breaks only the latency limit, by at most
+    RECHECK_MARGIN, is measured twice more and judged by the middle of the three: the verdict stands for the whole
+    study, and a sub-millisecond model's p95 of 200 calls can jump by a quarter in one measurement on a quiet
+    machine (docs/benchmarks.md: 0.030 ms once, 0.0237-0.0240 ms in five others)."""
     key = LATENCY_CACHE + architecture_key(config, splits.shape, splits.num_classes, constraints, with_size)
-    return key, measure_network(untrained(config, splits.shape, splits.num_classes), splits.shape, constraints,
-                                SEARCH_RUNS, config.model, with_size)
+    network = untrained(config, splits.shape, splits.num_classes)
+    measured = measure_network(network, splits.shape, constraints, SEARCH_RUNS, config.model, with_size)
+    relative = violations(measured, constraints)
+    if 0 < relative.get("latency", 0) <= RECHECK_MARGIN and all(v <= 0 for k, v in relative.items() if k != "latency"):
+        more = [measure_network(network, splits.shape, constraints, SEARCH_RUNS, config.model, with_size)
+                for _ in range(2)]
+        measured = sorted([measured, *more], key=lambda m: m.latency(constraints.latency_stat))[1]
+    return key, measured
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ def photo_defaults(spec: StudySpec, device: torch.device, default_model: bool,
                    default_study: bool) -> tuple[StudySpec, list[str]]:
     """`spec` (a new study's) with, for a folder, the pretrained backbone when `default_model` (no spec file, no
     --model) and its weights are at hand, the image size chosen when none is given, and for the `default_study`
-    (no spec file) from scratch longer production runs; and the lines that say so (for once the data has loaded: a
-    folder that cannot be a dataset stays one line)."""
+    (no spec file) from scratch longer production runs and a median pruner that waits for half a trial's epochs;
+    and the lines that say so (for once the data has loaded: a folder that cannot be a dataset stays one line)."""
     if not is_folder(spec.dataset):
         return spec, []
     lines: list[str] = []
@@ -47,6 +47,11 @@ def photo_defaults(spec: StudySpec, device: torch.device, default_model: bool,
         lines.append(f"tune train --full-train will train the winner {counted(longer, 'epoch')}, "
                      f"{PRODUCTION_EPOCHS_FACTOR}x a trial's (photos keep improving long after a short trial): "
                      "change it with tune train --epochs N")
+        if spec.pruner == "median" and not spec.pruner_options and spec.epochs >= 4:
+            wait = spec.epochs // 2
+            spec = spec.replace(pruner_options={"n_warmup_steps": wait})
+            lines.append(f"trials are compared for pruning from epoch {wait} of {spec.epochs} on (the first epochs of "
+                         "a photo run from scratch rank it poorly); trials stuck at chance still stop at epoch 2")
     return spec, lines
 
 
