@@ -31,6 +31,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "8 epochs, onecycle": {"scheduler": "onecycle"},
     "16 epochs": {"epochs": 16},
     "24 epochs": {"epochs": 24},
+    "48 epochs": {"epochs": 48},
     "24 epochs, crop 0.5, jitter 0.2": {"epochs": 24, "crop": 0.5, "jitter": 0.2},
     "16 epochs, 80 px": {"epochs": 16, "image_size": 80},
     "32 epochs, 48 px": {"epochs": 32, "image_size": 48},

@@ -93,18 +93,18 @@ def test_a_spec_file_searches_from_its_first_trial_on(cli, tmp_path, storage_url
     assert study.trials[0].params != PHOTO_FIRST_TRIAL
 
 
-def test_production_trains_a_folder_studys_winner_three_times_a_trials_epochs(cli, tmp_path, storage_url):
+def test_production_trains_a_folder_studys_winner_six_times_a_trials_epochs(cli, tmp_path, storage_url):
     photos = write_photos(tmp_path / "photos", per_class=6)
     result = cli("start", "--dataset", photos, "--trials", 1, "--epochs", 1, "--storage", storage_url,
                  "--image-size", 24)
     assert result.exit_code == 0, result.output
-    assert "tune train --full-train will train the winner 3 epochs, 3x a trial's" in result.output
+    assert "tune train --full-train will train the winner 6 epochs, 6x a trial's" in result.output
     best = tmp_path / "best.yaml"
     assert cli("export", "photos", "-o", best, "--storage", storage_url).exit_code == 0
     production = cli("train", best, "--full-train", "--out", tmp_path / "run", "--device", "cpu")
     assert production.exit_code == 0, production.output
-    assert "training 3 epochs, the study's production_epochs (its trials trained 1)" in production.output
-    assert "after 3 epochs" in production.output
+    assert "training 6 epochs, the study's production_epochs (its trials trained 1)" in production.output
+    assert "after 6 epochs" in production.output
     replay = cli("train", best, "--out", tmp_path / "replay", "--device", "cpu")  # without --full-train: a replay
     assert replay.exit_code == 0 and "after 1 epoch " in replay.output
     shorter = cli("train", best, "--full-train", "--epochs", 2, "--out", tmp_path / "short", "--device", "cpu")
