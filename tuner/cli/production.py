@@ -103,7 +103,7 @@ def export(name: str, storage: str | None, output: str | None, trial_number: int
 @device_option
 @click.option("--full-train", is_flag=True,
               help="Train on train + validation (the whole training set); validation metrics are then the test's. "
-                   "Trains the study's production_epochs when its spec sets them (a folder's default study: 3x a "
+                   "Trains the study's production_epochs when its spec sets them (a folder's default study: 6x a "
                    "trial's).")
 @click.option("--overwrite", is_flag=True, help="Replace the weights already in DIR.")
 @click.option("--resume", is_flag=True,
