@@ -340,6 +340,8 @@ def main() -> None:
                         help="search a new stratified split of --data-dir's images (train and test pooled, same "
                              "sizes), shuffled with SEED: a second split to check a default on")
     parser.add_argument("--out", default="quality")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="keep the studies, exports and production runs in DIR (default: a temporary directory)")
     args = parser.parse_args()
     if args.resplit is not None:
         args.data_dir = resplit(args.data_dir, args.resplit, Path(tempfile.mkdtemp(prefix="tune-resplit-")))
@@ -349,7 +351,9 @@ def main() -> None:
     for entry in args.spec_arm:
         name, _, file = entry.partition("=")
         arms[name] = ["--spec", str(Path(file).resolve())]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep.resolve()) if args.keep else scratch
+        Path(tmp).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "XDG_DATA_HOME": f"{tmp}/data", "XDG_CACHE_HOME": f"{tmp}/cache"}
         print(f"load average at the start: {os.getloadavg()}", flush=True)
         try:
