@@ -41,6 +41,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "16 epochs, trivial_augment alone": {"epochs": 16, "trivial_augment": True, "jitter": 0.0, "crop": 1.0},
     "16 epochs, mixup 0.2": {"epochs": 16, "mixup": 0.2},
     "16 epochs, cutmix 1": {"epochs": 16, "cutmix": 1.0},
+    "8 epochs, adagrad 1e-3": {"optimizer": "adagrad", "lr": 1e-3},
+    "48 epochs, adagrad 1e-3": {"epochs": 48, "optimizer": "adagrad", "lr": 1e-3},
+    "8 epochs, adagrad 1e-2": {"optimizer": "adagrad", "lr": 1e-2},
+    "48 epochs, adagrad 1e-2": {"epochs": 48, "optimizer": "adagrad", "lr": 1e-2},
 }
 AUGMENTS: dict[str, dict[str, Any]] = {  # --augment-cost: Augment's arguments
     "flip, crop 0.8, jitter 0.1": {"flip": True, "crop": 0.8, "jitter": 0.1},

@@ -352,15 +352,15 @@ def main() -> None:
         name, _, file = entry.partition("=")
         arms[name] = ["--spec", str(Path(file).resolve())]
     with tempfile.TemporaryDirectory() as scratch:
-        tmp = str(args.keep.resolve()) if args.keep else scratch
-        Path(tmp).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "XDG_DATA_HOME": f"{tmp}/data", "XDG_CACHE_HOME": f"{tmp}/cache"}
+        work = args.keep.resolve() if args.keep else Path(scratch)
+        work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "XDG_DATA_HOME": f"{work}/data", "XDG_CACHE_HOME": f"{work}/cache"}
         print(f"load average at the start: {os.getloadavg()}", flush=True)
         try:
             if args.production:
-                production(args, Path(tmp), env)
+                production(args, work, env)
             else:
-                anytime(args, arms, Path(tmp), env)
+                anytime(args, arms, work, env)
         except Failed as e:
             raise SystemExit(str(e)) from None
         print(f"load average at the end: {os.getloadavg()}")

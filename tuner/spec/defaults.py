@@ -2,26 +2,21 @@
 
 Torchvision's benchmarks and the bundled samples take the shared default space (`tuner.spec.params.default_search`);
 a folder of images takes the same space with only the photo-specific entries replaced: the photo family `rescnn`
-and its width, photo augmentations (flips, random-resized crops, colour jitter), which hurt on Fashion-MNIST's
-centred, upright garments (flips) and so stay out of the benchmarks' space, and the optimizers without Adagrad.
-Everything else (learning rate and its schedule, regularization) is the shared space's, and follows it when it
-changes.
+and its width, and photo augmentations (flips, random-resized crops, colour jitter), which hurt on Fashion-MNIST's
+centred, upright garments (flips) and so stay out of the benchmarks' space. Everything else (optimizer, learning
+rate and its schedule, regularization) is the shared space's, and follows it when it changes.
 """
 
 from __future__ import annotations
 
 from tuner.errors import counted
-from tuner.spec.params import OPTIMIZERS, Choices, Domain, Fixed, Range, default_search
+from tuner.spec.params import Choices, Domain, Fixed, Range, default_search
 from tuner.spec.refs import MODEL_ARG, is_folder
 
 PHOTO_MODEL = "rescnn"
 # Entries of the default space a folder of photos replaces: docs/benchmarks.md, "Photos". TrivialAugment, Mixup and
 # CutMix stay out: none paid in 16-epoch runs on two validation splits there (specs can still search them).
-# Adagrad stays out too: its step shrinks as squared gradients pile up, so it gains little from the long production
-# run below, and in each of the three searches of eighteen that it won, its winner gave its run's worst production
-# figure (0.69-0.72 against 0.74-0.79 for the other winners of those runs; docs/benchmarks.md, "Photos").
 PHOTO_SEARCH: dict[str, Domain] = {
-    "optimizer": Choices(tuple(name for name in OPTIMIZERS if name != "adagrad")),
     MODEL_ARG + "width": Choices((16, 24, 32)),
     "flip": Fixed(True),
     "crop": Range(0.25, 1.0),
